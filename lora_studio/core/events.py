@@ -1,0 +1,164 @@
+"""The engine's event protocol (version 1): one JSON object per line.
+
+Every line is `{"v": 1, "type": "...", "time": <unix seconds>, ...}`. Readers ignore unknown types and
+unknown fields; fields are only ever added. One frozen dataclass per event type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Protocol
+
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Event:
+    type: ClassVar[str] = ""
+    time: float = field(default_factory=time.time, kw_only=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": PROTOCOL_VERSION, "type": self.type, **dataclasses.asdict(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False, default=str)
+
+
+@dataclass(frozen=True)
+class Started(Event):
+    type: ClassVar[str] = "started"
+    run_dir: str
+    total_steps: int
+    model_kind: str
+    prediction: str = "epsilon"
+    start_step: int = 0  # > 0 when resumed
+    device: str = ""
+    num_images: int = 0
+
+
+@dataclass(frozen=True)
+class Status(Event):
+    type: ClassVar[str] = "status"
+    phase: str  # loading | caching | training | sampling | saving | exporting
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Progress(Event):
+    type: ClassVar[str] = "progress"
+    step: int
+    total_steps: int
+    epoch: int
+    loss: float
+    lr: float
+    samples_per_s: float
+    eta_s: float
+
+
+@dataclass(frozen=True)
+class Sample(Event):
+    type: ClassVar[str] = "sample"
+    step: int
+    path: str
+    prompt: str
+    seed: int
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class Checkpoint(Event):
+    type: ClassVar[str] = "checkpoint"
+    step: int
+    path: str
+
+
+@dataclass(frozen=True)
+class Exported(Event):
+    type: ClassVar[str] = "exported"
+    path: str
+    step: int = 0
+    verified: bool = False
+    problems: list[str] = field(default_factory=list)
+    preview: str = ""
+
+
+@dataclass(frozen=True)
+class Warning(Event):  # noqa: A001 - the protocol's name
+    type: ClassVar[str] = "warning"
+    message: str
+    code: str = ""
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class Error(Event):
+    type: ClassVar[str] = "error"
+    code: str
+    message: str
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class Finished(Event):
+    type: ClassVar[str] = "finished"
+    status: str  # completed | stopped | failed
+    step: int = 0
+    export_path: str = ""
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type: cls for cls in (Started, Status, Progress, Sample, Checkpoint, Exported, Warning, Error, Finished)
+}
+
+
+def from_dict(data: dict[str, Any]) -> Event | None:
+    """The event a decoded line holds, or None for an unknown type or a malformed line."""
+    cls = EVENT_TYPES.get(data.get("type", ""))
+    if cls is None:
+        return None
+    names = {f.name for f in dataclasses.fields(cls)}
+    try:
+        return cls(**{k: v for k, v in data.items() if k in names})
+    except TypeError:
+        return None
+
+
+def from_json(line: str) -> Event | None:
+    try:
+        data = json.loads(line)
+    except (json.JSONDecodeError, ValueError):
+        return None
+    return from_dict(data) if isinstance(data, dict) else None
+
+
+def read_jsonl(path: Path) -> Iterator[Event]:
+    """The events of a run's events.jsonl, skipping lines a crash may have cut short."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                event = from_json(line)
+                if event is not None:
+                    yield event
+    except FileNotFoundError:
+        return
+
+
+class EventSink(Protocol):
+    def emit(self, event: Event) -> None: ...
+
+
+class ListSink:
+    """Collects events in memory (tests, and the engine when run in-process)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+    def of_type(self, cls: type[Event]) -> list[Any]:
+        return [e for e in self.events if isinstance(e, cls)]
