@@ -1,0 +1,104 @@
+"""`lora-studio`: no arguments (or a project folder) opens the app; subcommands run the engine headless.
+
+Imports are lazy so that opening the window never imports torch, and `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from lora_studio.core.errors import UserError
+
+SUBCOMMANDS = ("train", "export", "inspect", "bench", "demo", "gui")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lora-studio", description="Train image-style LoRAs for Stable Diffusion, offline.")
+    sub = p.add_subparsers(dest="command")
+
+    t = sub.add_parser("train", help="train a LoRA from a config file (headless; what the app runs)")
+    t.add_argument("config", type=Path, help="the run's settings (TOML), e.g. MyStyle/lora_studio.toml")
+    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run dir")
+    t.add_argument("--dry-run", action="store_true", help="check the settings and estimate memory, then exit")
+
+    e = sub.add_parser("export", help="export a checkpoint of a run as a LoRA file every UI loads")
+    e.add_argument("run_dir", type=Path)
+    e.add_argument("--step", type=int, default=None, help="the checkpoint step (default: the newest)")
+    e.add_argument("--out", type=Path, default=None, help="the .safetensors file to write")
+
+    i = sub.add_parser("inspect", help="show what a LoRA file holds (and verify it against a base model)")
+    i.add_argument("file", type=Path)
+    i.add_argument("--base", type=Path, default=None, help="a base model to verify the LoRA against")
+
+    b = sub.add_parser("bench", help="time our training step against the diffusers reference recipe")
+    b.add_argument("--preset", default="tiny", choices=("tiny", "sd15-512", "sdxl-1024"))
+    b.add_argument("--steps", type=int, default=None, help="timed steps per side (default: per preset)")
+    b.add_argument("--batch-size", type=int, default=None)
+    b.add_argument("--json", type=Path, default=None, help="write the results to this file")
+
+    d = sub.add_parser("demo", help="create a demo project (20 images, a tiny built-in model) and open it")
+    d.add_argument("dir", type=Path, nargs="?", default=None, help="where to create it (default: in your documents)")
+    d.add_argument("--no-gui", action="store_true", help="only create the project")
+
+    g = sub.add_parser("gui", help="open the app (the default)")
+    g.add_argument("project", type=Path, nargs="?", default=None)
+    return p
+
+
+def _open_app(project: Path | None) -> int:
+    from lora_studio.gui.app import run_app
+
+    return run_app(project)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        from lora_studio.engine.run import train_command
+
+        return train_command(args.config, resume=args.resume, dry_run=args.dry_run)
+    if args.command == "export":
+        from lora_studio.engine.export import export_command
+
+        return export_command(args.run_dir, step=args.step, out=args.out)
+    if args.command == "inspect":
+        from lora_studio.engine.inspect import inspect_command
+
+        return inspect_command(args.file, base=args.base)
+    if args.command == "bench":
+        from lora_studio.engine.bench import bench_command
+
+        return bench_command(args.preset, steps=args.steps, batch_size=args.batch_size, json_path=args.json)
+    if args.command == "demo":
+        from lora_studio.core.project import default_demo_dir
+
+        target = args.dir or default_demo_dir()
+        # The demo model is built with torch, in a child process: the window's process never imports it.
+        done = subprocess.run([sys.executable, "-m", "lora_studio.engine.demo", str(target)])
+        if done.returncode:
+            return done.returncode
+        return 0 if args.no_gui else _open_app(target)
+    return _open_app(getattr(args, "project", None))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # `lora-studio MyStyle/` opens a project: a bare path is not a subcommand.
+    if argv and argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
+        argv = ["gui", *argv]
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except UserError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pure Python + Pillow: config schema, project layout, dataset scan and checks, events. No torch, no Qt."""

@@ -1,0 +1,9 @@
+"""Training engine: torch, diffusers, transformers, peft, accelerate. Imports core, never Qt."""
+
+import os
+
+# Offline by construction: nothing is ever downloaded at run time. Set before diffusers/transformers load.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("DIFFUSERS_NO_ADVISORY_WARNINGS", "1")

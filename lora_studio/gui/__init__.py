@@ -1,0 +1,1 @@
+"""PySide6 window. Imports core, never engine (and so never torch)."""
