@@ -1,0 +1,151 @@
+"""`lora-studio train`: the engine as a process, talking JSON lines on stdout.
+
+The real stdout is kept privately for the event stream and `sys.stdout` is routed to stderr, so a
+stray print from any library can never corrupt the stream; stderr is the human log. Commands arrive as
+lines on stdin (`stop`, `sample`, `save`); SIGINT / SIGTERM mean `stop`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import queue
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+
+from lora_studio.core import config as config_mod
+from lora_studio.core import events as ev
+from lora_studio.core.errors import ConfigError, UserError
+
+
+class StreamSink:
+    """Events to the private stdout handle and appended to RUN_DIR/events.jsonl."""
+
+    def __init__(self, stream: io.TextIOBase):
+        self.stream = stream
+        self.log_file = None
+        self.pending: list[ev.Event] = []
+
+    def attach_run_dir(self, run_dir: Path) -> None:
+        self.log_file = open(Path(run_dir) / "events.jsonl", "a", encoding="utf-8")
+        for e in self.pending:
+            self._log(e)
+        self.pending.clear()
+
+    def _log(self, event: ev.Event) -> None:
+        self.log_file.write(event.to_json() + "\n")
+        self.log_file.flush()
+
+    def emit(self, event: ev.Event) -> None:
+        line = event.to_json()
+        try:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # the app went away; keep training and logging to the file
+        if isinstance(event, ev.Started) and self.log_file is None:
+            self.attach_run_dir(Path(event.run_dir))
+        if self.log_file is not None:
+            self._log(event)
+        else:
+            self.pending.append(event)
+        if isinstance(event, (ev.Warning, ev.Error)):
+            print(f"{event.type}: {event.message}", file=sys.stderr)
+
+
+class StdinCommands:
+    """Lines from stdin, read on a daemon thread; signals become `stop`."""
+
+    def __init__(self, read_stdin: bool = True):
+        self.queue: queue.Queue[str] = queue.Queue()
+        if read_stdin and sys.stdin is not None and not sys.stdin.closed:
+            threading.Thread(target=self._read, daemon=True).start()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                signal.signal(sig, lambda *_: self.queue.put("stop"))
+            except ValueError:  # not the main thread (in-process tests)
+                pass
+
+    def _read(self) -> None:
+        try:
+            for line in sys.stdin:
+                self.queue.put(line.strip().lower())
+        except (OSError, ValueError):
+            return
+
+    def poll(self) -> list[str]:
+        out = []
+        while True:
+            try:
+                out.append(self.queue.get_nowait())
+            except queue.Empty:
+                return out
+
+
+def _oom_error(cfg) -> ev.Error:
+    hint = "Turn on train.gradient_checkpointing, lower train.batch_size or train.resolution, then resume with --resume."
+    try:
+        from lora_studio.core import fit
+
+        suggestions = fit.suggest_settings(cfg, _gpu_total())
+        if suggestions:
+            hint = f"Try: {suggestions[0][0]}; then resume with --resume (the last checkpoint is intact)."
+    except Exception:  # the estimate is advice; never let it hide the real error
+        pass
+    return ev.Error("out_of_memory", "The GPU ran out of memory during training.", hint)
+
+
+def _gpu_total() -> int:
+    import torch
+
+    return torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else 0
+
+
+def _dry_run(cfg, out) -> int:
+    from lora_studio.core import budget, fit
+    from lora_studio.core.dataset import scan
+
+    data = scan(cfg.dataset)
+    b = budget.budget_from_steps(data, cfg.train.max_steps, cfg.train.batch_size, cfg.train.gradient_accumulation)
+    print(f"Settings are valid. {budget.describe(b)}.", file=out)
+    total = _gpu_total()
+    print(fit.dry_run_report(cfg, total), file=out)
+    return 0
+
+
+def train_command(config_path: Path, *, resume: bool = False, dry_run: bool = False) -> int:
+    events_out = sys.stdout
+    if os.environ.get("RANK", "0") != "0":
+        # Under `accelerate launch` only rank 0 speaks: one event stream, whatever the process count.
+        events_out = open(os.devnull, "w")
+    sys.stdout = sys.stderr  # stray prints go to the human log, never into the event stream
+    sink = StreamSink(events_out)
+    cfg = None
+    try:
+        cfg = config_mod.load(config_path)
+        if dry_run:
+            return _dry_run(cfg, events_out)
+        from lora_studio.engine.train import train
+
+        finished = train(cfg, sink, StdinCommands(), resume=resume)
+        return 0 if finished.status in ("completed", "stopped") else 1
+    except ConfigError as e:
+        sink.emit(ev.Error(e.code, e.message, e.hint))
+    except UserError as e:
+        sink.emit(ev.Error(e.code, e.message, e.hint))
+    except Exception as e:  # noqa: BLE001 - the last line of defence: report, never a bare traceback
+        import torch
+
+        if isinstance(e, torch.OutOfMemoryError):
+            sink.emit(_oom_error(cfg))
+        else:
+            traceback.print_exc(file=sys.stderr)
+            sink.emit(ev.Error("internal_error", f"The engine failed unexpectedly: {type(e).__name__}: {e}.",
+                               "This is a bug in LoRA Studio; the log above has the details (please report it)."))
+    finally:
+        sys.stdout = events_out
+    sink.emit(ev.Finished("failed", 0))
+    return 1
