@@ -1,6 +1,13 @@
-"""Load a base model (diffusers folder) with zero network access.
+"""Load a base model (a diffusers folder or a single LDM checkpoint file) with zero network access.
 
-`load_models` returns every component the trainer needs plus what it decided (architecture, prediction).
+`load_models` returns every component the trainer needs plus what it decided (architecture, prediction)
+and why, in `Models.notes` (the run reports them as a status event). A folder and a file of the same
+model give the same `Models`.
+
+Architecture configs: a folder carries its own. A single file carries none, so it is built from the
+shipped config of its kind (`resources/models/<kind>`), unless a config folder is given: the
+`config_dir` argument, or a `<file stem>.config/` folder next to the file (how tests and the demo
+project point a tiny single-file model at its tiny configs; see `ldm_convert.save_single_file`).
 """
 
 from __future__ import annotations
@@ -14,6 +21,13 @@ import torch
 
 from lora_studio.core.config import ModelConfig
 from lora_studio.core.errors import UserError
+from lora_studio.core.resources import resource
+
+KINDS = ("sd1", "sd2", "sdxl")
+# The shipped config folders: SD2 has two, because the 768 v-model also upcasts attention to fp32.
+CONFIG_NAMES = ("sd1", "sd2", "sd2-v", "sdxl")
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+KIND_LABELS = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL"}
 
 
 @dataclass
@@ -27,6 +41,26 @@ class Models:
     scheduler_config: dict[str, Any]
     base_name: str  # the base model's file or folder name (ss_sd_model_name)
     notes: list[str] = field(default_factory=list)  # what was decided and why, for a status event
+    source: str = "folder"  # folder | file
+    config_dir: Path | None = None  # where the architecture configs came from
+
+
+def shipped_config(kind: str, prediction: str = "epsilon") -> Path:
+    """The shipped diffusers config folder for an architecture (no weights, no tokenizer)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}")
+    return resource("models", "sd2-v" if (kind == "sd2" and prediction == "v") else kind)
+
+
+def tokenizer_for(kind: str, *, second: bool = False):
+    """The CLIP tokenizer from the shared resources/tokenizer files (never duplicated per model).
+
+    SD2's OpenCLIP and SDXL's second encoder pad with "!" (id 0); CLIP-L pads with the end token.
+    """
+    from transformers import CLIPTokenizer
+
+    pad = {"pad_token": "!"} if (kind == "sd2" or second) else {}
+    return CLIPTokenizer.from_pretrained(str(resource("tokenizer")), model_max_length=77, **pad)
 
 
 def detect_folder_kind(path: Path) -> str:
@@ -48,11 +82,91 @@ def _folder_prediction(path: Path) -> str:
     return "epsilon"
 
 
-def load_models(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> Models:
-    """Every component of the base model on the CPU, frozen, in `dtype` (the VAE stays fp32)."""
+def scheduler_config_for(config_dir: Path, prediction: str) -> dict[str, Any]:
+    """The training scheduler settings of a config folder, with the prediction decided for this run."""
+    sched_file = config_dir / "scheduler" / "scheduler_config.json"
+    cfg = json.loads(sched_file.read_text()) if sched_file.exists() else {}
+    cfg["prediction_type"] = "v_prediction" if prediction == "v" else "epsilon"
+    return cfg
+
+
+def _check_kind(cfg: ModelConfig, found: str, what: str) -> str:
+    if cfg.kind not in ("auto", found):
+        raise UserError(
+            f"model.kind is {cfg.kind}, but {what} holds an {KIND_LABELS[found]} model.",
+            hint='Set model.kind = "auto" (or to the right kind) and start again.',
+            code="wrong_model_kind",
+        )
+    return found
+
+
+def _freeze(models: Models) -> Models:
+    for m in (models.unet, models.vae, *models.text_encoders):
+        m.requires_grad_(False)
+        m.eval()
+    return models
+
+
+def _load_folder(path: Path, cfg: ModelConfig, dtype: torch.dtype) -> Models:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+    kind = _check_kind(cfg, detect_folder_kind(path), f"the folder {path.name}")
+    found = _folder_prediction(path)
+    prediction = cfg.prediction if cfg.prediction != "auto" else found
+    how = "from the scheduler config" if cfg.prediction == "auto" else "from model.prediction"
+    notes = [f"{KIND_LABELS[kind]} diffusers folder {path.name}", f"{prediction} prediction ({how})"]
+
+    kw = dict(local_files_only=True)
+    unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, **kw)
+    vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=torch.float32, **kw)
+    text_encoders = [CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dtype, **kw)]
+
+    def tok(sub: str, second: bool):
+        # A folder without tokenizer files (some trimmed downloads) uses the shared vocabulary.
+        if (path / sub / "vocab.json").exists() or (path / sub / "tokenizer.json").exists():
+            return CLIPTokenizer.from_pretrained(path, subfolder=sub, **kw)
+        return tokenizer_for(kind, second=second)
+
+    tokenizers = [tok("tokenizer", False)]
+    if kind == "sdxl":
+        text_encoders.append(
+            CLIPTextModelWithProjection.from_pretrained(path, subfolder="text_encoder_2", torch_dtype=dtype, **kw)
+        )
+        tokenizers.append(tok("tokenizer_2", True))
+    sched = scheduler_config_for(path, prediction)
+    return Models(kind, prediction, unet, vae, text_encoders, tokenizers, sched, path.name, notes, "folder", path)
+
+
+def _load_vae_override(models: Models, cfg: ModelConfig) -> None:
+    """model.vae: a replacement VAE (diffusers folder or single file), e.g. a fixed SDXL fp16 VAE."""
+    from diffusers import AutoencoderKL
+
+    path = Path(cfg.vae).expanduser()
+    if not path.exists():
+        raise UserError(
+            f"The VAE {path} does not exist.",
+            hint="Set model.vae to a VAE .safetensors file or folder, or leave it empty to use the base model's VAE.",
+            code="model_not_found",
+        )
+    if path.is_dir():
+        sub = "vae" if (path / "vae" / "config.json").exists() else None
+        vae = AutoencoderKL.from_pretrained(path, subfolder=sub, torch_dtype=torch.float32, local_files_only=True)
+    else:
+        from lora_studio.engine import single_file
+
+        state = single_file.read_state_dict(path)
+        vae = single_file.load_vae(state, models.config_dir or shipped_config(models.kind), path.name)
+    models.vae = vae.requires_grad_(False).eval()
+    models.notes.append(f"VAE replaced by {path.name} (model.vae)")
+
+
+def load_models(cfg: ModelConfig, dtype: torch.dtype = torch.float32, *, config_dir: str | Path | None = None) -> Models:
+    """Every component of the base model on the CPU, frozen, in eval mode, in `dtype` (the VAE stays fp32).
+
+    `config_dir` (single files only) overrides the architecture config folder; without it a
+    `<stem>.config/` folder next to the file is used, else the shipped config of the detected kind.
+    """
     path = Path(cfg.base).expanduser()
     if not path.exists():
         raise UserError(
@@ -60,29 +174,34 @@ def load_models(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> Models:
             hint="Set model.base to a diffusers model folder or a .safetensors checkpoint.",
             code="model_not_found",
         )
-    if not (path.is_dir() and (path / "model_index.json").exists()):
-        raise UserError(
-            f"The base model {path} is not a diffusers model folder (no model_index.json).",
-            hint="Point model.base at a folder with model_index.json, unet/, vae/, text_encoder/ and tokenizer/.",
-            code="bad_model",
-        )
-    kind = cfg.kind if cfg.kind != "auto" else detect_folder_kind(path)
-    found = _folder_prediction(path)
-    prediction = cfg.prediction if cfg.prediction != "auto" else found
-    notes = [f"{kind} model, {prediction} prediction" + (" (from the scheduler config)" if cfg.prediction == "auto" else " (from model.prediction)")]
+    if path.is_dir():
+        if not (path / "model_index.json").exists():
+            raise UserError(
+                f"The base model {path} is not a diffusers model folder (no model_index.json).",
+                hint="Point model.base at a folder with model_index.json, unet/, vae/ and text_encoder/, or at a .safetensors checkpoint.",
+                code="bad_model",
+            )
+        models = _load_folder(path, cfg, dtype)
+    else:
+        if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
+            raise UserError(
+                f"The base model {path.name} is not a checkpoint file LoRA Studio can read.",
+                hint="Point model.base at a .safetensors checkpoint (or a diffusers model folder).",
+                code="bad_model",
+            )
+        from lora_studio.engine import single_file
 
-    kw = dict(local_files_only=True)
-    unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, **kw)
-    vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=torch.float32, **kw)
-    text_encoders = [CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dtype, **kw)]
-    tokenizers = [CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **kw)]
-    if kind == "sdxl":
-        text_encoders.append(CLIPTextModelWithProjection.from_pretrained(path, subfolder="text_encoder_2", torch_dtype=dtype, **kw))
-        tokenizers.append(CLIPTokenizer.from_pretrained(path, subfolder="tokenizer_2", **kw))
-    sched_file = path / "scheduler" / "scheduler_config.json"
-    scheduler_config = json.loads(sched_file.read_text()) if sched_file.exists() else {}
-    scheduler_config["prediction_type"] = "v_prediction" if prediction == "v" else "epsilon"
-    for m in (unet, vae, *text_encoders):
-        m.requires_grad_(False)
-        m.eval()
-    return Models(kind, prediction, unet, vae, text_encoders, tokenizers, scheduler_config, path.name, notes)
+        loaded = single_file.load_single_file(
+            path, kind=cfg.kind, prediction=cfg.prediction, dtype=dtype,
+            config_dir=Path(config_dir) if config_dir else None,
+        )
+        kind = loaded.kind
+        tokenizers = [tokenizer_for(kind)] + ([tokenizer_for(kind, second=True)] if kind == "sdxl" else [])
+        sched = scheduler_config_for(loaded.config_dir, loaded.prediction)
+        models = Models(
+            kind, loaded.prediction, loaded.unet, loaded.vae, loaded.text_encoders, tokenizers, sched,
+            path.name, loaded.notes, "file", loaded.config_dir,
+        )
+    if cfg.vae.strip():
+        _load_vae_override(models, cfg)
+    return _freeze(models)

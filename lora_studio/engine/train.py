@@ -154,6 +154,7 @@ class _Loop:
         self.run_dir, self.emit, self.info, self.acc = run_dir, emit, info, acc
         self.step = 0
         self.last_checkpoint = 0
+        self.last_sample = -1
 
     def run(self, start: int, commands: CommandSource) -> str:
         cfg, acc, t = self.cfg, self.acc, self.trainer
@@ -214,6 +215,7 @@ class _Loop:
         )
 
     def sample(self, step: int) -> None:
+        self.last_sample = step
         if not self.acc.is_main_process:
             return
         self.emit(ev.Status("sampling", f"Sampling {len(self.cfg.sample.prompts)} prompt(s) at step {step}"))
@@ -253,7 +255,7 @@ class _Loop:
         return path
 
     def finish(self, status: str) -> ev.Finished:
-        if self.cfg.sample.prompts and status == "completed" and self.step % max(self.cfg.sample.every, 1):
+        if self.cfg.sample.prompts and status == "completed" and self.last_sample != self.step:
             self.sample(self.step)  # the final result, and the export's preview
         if self.last_checkpoint != self.step or not checkpoint.list_checkpoints(self.run_dir):
             self.save()
@@ -270,9 +272,13 @@ class _Loop:
         from lora_studio.engine.verify import reference_modules
 
         self.emit(ev.Status("exporting", "Writing the LoRA file"))
-        t = self.trainer
-        unet = self.acc.unwrap_model(t.unet)
-        reference = reference_modules(t.models.kind, unet, t.models.text_encoders)
+        m = self.trainer.models
+        # The architecture, rebuilt bare on the meta device (no memory): the trained modules carry
+        # peft wrappers, while the verification must see the base model as a UI loads it.
+        with torch.device("meta"):
+            unet = type(m.unet).from_config(m.unet.config)
+            tes = [type(te)(te.config) for te in m.text_encoders]
+        reference = reference_modules(m.kind, unet, tes)
         out = self.run_dir / f"{self.cfg.output.name}.safetensors"
         result = export_run(self.run_dir, self.step, out, reference=reference)
         self.emit(ev.Exported(str(result.path), result.step, result.verified, list(result.problems), str(result.preview or "")))

@@ -1,0 +1,214 @@
+"""The dataset scan: which images train, with which caption, how many times per epoch.
+
+Layout rules (kohya-compatible, so an existing sd-scripts folder works unchanged):
+- every image under `dataset.path`, recursively, in a deterministic order (folder by folder, names
+  compared case-insensitively);
+- a folder named `N_name` (e.g. `10_mystyle`) repeats its images N times per epoch; nested folders
+  inherit the nearest such prefix; images outside any get `dataset.repeats`;
+- the caption is the same-stem sidecar (`image.png` → `image.txt`); an image without one gets
+  `dataset.default_caption`, or, when that is empty, the `name` of its `N_name` folder, as kohya does;
+- hidden files and folders are skipped, and so are the `runs/` and `cache/` folders of a LoRA Studio
+  project (a folder holding `lora_studio.toml`), so our own samples never become training images.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from lora_studio.core.captions import CaptionError, read_caption
+from lora_studio.core.config import DatasetConfig
+from lora_studio.core.errors import UserError
+from lora_studio.core.images import IMAGE_EXTENSIONS, ImageError, image_size, is_image_file, load_rgb
+
+PROJECT_FILE = "lora_studio.toml"
+_PROJECT_OUTPUT_DIRS = {"runs", "cache"}
+_SKIPPED_DIR_NAMES = {"__pycache__", "__MACOSX"}
+_REPEAT_FOLDER = re.compile(r"^(\d+)_(.*)$")
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    path: Path  # absolute
+    rel: str  # posix path relative to the dataset root: the key `dataset.exclude` uses
+    caption: str  # the caption this image trains with: the sidecar's text, or the default when it has none
+    has_caption: bool  # a sidecar file exists (it may still be empty)
+    caption_path: Path  # where the sidecar is or would be written
+    repeats: int
+    width: int  # upright size (after EXIF rotation)
+    height: int
+    dataset_dir: str = ""  # kohya's dataset dir: the `N_name` folder's rel path, or the root's name
+
+
+@dataclass
+class ScanResult:
+    root: Path
+    items: list[ImageItem]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, reason it cannot train)
+    missing_captions: int = 0
+    excluded: int = 0
+
+    @property
+    def samples_per_epoch(self) -> int:
+        return sum(item.repeats for item in self.items)
+
+    def dataset_dirs(self) -> dict[str, dict[str, int]]:
+        """kohya's ss_dataset_dirs: {dataset dir: {"n_repeats": n, "img_count": n}}."""
+        dirs: dict[str, dict[str, int]] = {}
+        for item in self.items:
+            entry = dirs.setdefault(item.dataset_dir, {"n_repeats": item.repeats, "img_count": 0})
+            entry["img_count"] += 1
+        return dirs
+
+
+def repeat_folder(name: str) -> tuple[int, str] | None:
+    """(N, name) for a kohya `N_name` folder name, else None. `0_x` is not one (it would never train)."""
+    m = _REPEAT_FOLDER.match(name)
+    if m and int(m.group(1)) > 0:
+        return int(m.group(1)), m.group(2)
+    return None
+
+
+def dataset_root(cfg: DatasetConfig) -> Path:
+    if not cfg.path.strip():
+        raise UserError(
+            "dataset.path is empty; set it to the folder that holds your images.",
+            hint="Choose the image folder in the Dataset tab.", code="dataset_not_found",
+        )
+    root = Path(cfg.path).expanduser().resolve()
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise UserError(
+            f"The dataset folder {root} {what}; point dataset.path at the folder that holds your images.",
+            hint="Choose the image folder in the Dataset tab.", code="dataset_not_found",
+        )
+    return root
+
+
+def normalize_rel(rel: str) -> str:
+    """A rel path as `exclude` stores it: posix separators, no leading ./ (a Windows-typed path matches too)."""
+    return str(PurePosixPath(rel.replace("\\", "/"))).lstrip("/") if rel.strip() else ""
+
+
+def is_excluded(rel: str, exclude: set[str]) -> bool:
+    # An entry names a file or a whole folder.
+    return rel in exclude or any(rel.startswith(e + "/") for e in exclude)
+
+
+def _sort_key(entry: os.DirEntry[str]) -> tuple[str, str]:
+    return entry.name.casefold(), entry.name
+
+
+def iter_image_files(root: Path) -> Iterator[tuple[Path, str]]:
+    """(absolute path, rel posix path) of every image file under root, in the scan order."""
+    seen: set[Path] = set()
+
+    def walk(folder: Path, rel_parts: tuple[str, ...]) -> Iterator[tuple[Path, str]]:
+        real = folder.resolve()
+        if real in seen:  # a symlinked folder pointing back up would loop forever
+            return
+        seen.add(real)
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=_sort_key)
+        except OSError:
+            return  # an unreadable subfolder: its images are simply not there
+        is_project = any(e.name == PROJECT_FILE for e in entries)
+        subdirs = []
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            try:
+                is_dir = e.is_dir()
+            except OSError:
+                continue
+            if is_dir:
+                if e.name in _SKIPPED_DIR_NAMES or (is_project and e.name in _PROJECT_OUTPUT_DIRS):
+                    continue
+                subdirs.append(e)
+            elif is_image_file(Path(e.name)):
+                yield Path(e.path), "/".join(rel_parts + (e.name,))
+        for e in subdirs:  # files first, then subfolders: a folder's own images come before its children's
+            yield from walk(Path(e.path), rel_parts + (e.name,))
+
+    yield from walk(root, ())
+
+
+def _folder_settings(root: Path, rel: str, cfg: DatasetConfig) -> tuple[int, str, str]:
+    """(repeats, dataset dir key, folder trigger) for the image at rel, from its nearest `N_name` folder."""
+    parts = rel.split("/")[:-1]
+    for depth in range(len(parts), 0, -1):
+        found = repeat_folder(parts[depth - 1])
+        if found:
+            return found[0], "/".join(parts[:depth]), found[1].strip()
+    found = repeat_folder(root.name)  # the artist may point straight at a `10_mystyle` folder
+    if found:
+        return found[0], root.name, found[1].strip()
+    return cfg.repeats, root.name, ""
+
+
+def default_caption_for(item_or_rel: ImageItem | str, cfg: DatasetConfig) -> str:
+    """The caption an uncaptioned image trains with: dataset.default_caption, else its folder's trigger."""
+    rel = item_or_rel.rel if isinstance(item_or_rel, ImageItem) else item_or_rel
+    if cfg.default_caption.strip():
+        return cfg.default_caption.strip()
+    return _folder_settings(dataset_root(cfg), normalize_rel(rel), cfg)[2]
+
+
+def caption_path_for(image: Path, cfg: DatasetConfig) -> Path:
+    ext = cfg.caption_extension if cfg.caption_extension.startswith(".") else "." + cfg.caption_extension
+    return image.with_suffix(ext)
+
+
+def scan(cfg: DatasetConfig, *, verify: bool = False) -> ScanResult:
+    """Every trainable image under cfg.path. verify=True decodes each one (slow, catches truncated files)."""
+    root = dataset_root(cfg)
+    exclude = {normalize_rel(e) for e in cfg.exclude if normalize_rel(e)}
+    result = ScanResult(root=root, items=[])
+    for path, rel in iter_image_files(root):
+        if is_excluded(rel, exclude):
+            result.excluded += 1
+            continue
+        try:
+            if verify:
+                with load_rgb(path) as img:
+                    width, height = img.size
+            else:
+                width, height = image_size(path)
+        except ImageError as e:
+            result.skipped.append((path, e.reason))
+            continue
+        caption_path = caption_path_for(path, cfg)
+        repeats, dataset_dir, trigger = _folder_settings(root, rel, cfg)
+        try:
+            text = read_caption(caption_path)
+        except CaptionError as e:
+            result.skipped.append((path, f"its caption file cannot be read: {e.message}"))
+            continue
+        has_caption = text is not None
+        if not has_caption:
+            result.missing_captions += 1
+            text = cfg.default_caption.strip() or trigger
+        result.items.append(ImageItem(
+            path=path, rel=rel, caption=text, has_caption=has_caption, caption_path=caption_path,
+            repeats=repeats, width=width, height=height, dataset_dir=dataset_dir,
+        ))
+    if not result.items:
+        if result.excluded and not result.skipped:
+            raise UserError(
+                f"Every image in the dataset folder {root} is excluded; remove some entries from dataset.exclude.",
+                code="empty_dataset",
+            )
+        raise empty_dataset_error(root)
+    return result
+
+
+def empty_dataset_error(root: Path) -> UserError:
+    return UserError(
+        f"The dataset folder {root} holds no images Pillow can open; "
+        "add .png/.jpg/.webp files or point dataset.path at the right folder.",
+        hint="Supported: " + ", ".join(sorted(IMAGE_EXTENSIONS)) + ".", code="empty_dataset",
+    )

@@ -1,0 +1,187 @@
+"""The dataset health check run before training: every image decoded, every caption read.
+
+It reports what would crash a run hours in (a truncated file), what would quietly spoil it (tiny
+images, duplicates that weigh double, captions past CLIP's 75-token window, missing captions), and
+what is converted automatically (CMYK, 16-bit, palette, transparency, EXIF rotation). Fixes never
+touch an image: "exclude" only adds the file to `dataset.exclude`; the caption fixes edit the .txt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from lora_studio.core.captions import CaptionError, read_caption, trim_caption, write_caption
+from lora_studio.core.config import DatasetConfig
+from lora_studio.core.dataset import (
+    caption_path_for, dataset_root, default_caption_for, empty_dataset_error, is_excluded, iter_image_files,
+    normalize_rel,
+)
+from lora_studio.core.errors import UserError
+from lora_studio.core.images import ImageError, conversion_notes, load_rgb
+from lora_studio.core.tokens import MAX_CAPTION_TOKENS, count_tokens
+
+KINDS = ("unreadable", "missing_caption", "empty_caption", "too_small", "duplicate", "long_caption", "odd_mode")
+FIXES = ("", "exclude", "write_default_caption", "trim_caption")
+
+# dHash bits two pictures may differ in and still be "the same picture" (re-encoded, resized, retouched).
+NEAR_DUPLICATE_BITS = 2
+# dHash sees only brightness gradients, so two flat pictures of different colours share a hash; the
+# mean difference of 8×8 colour thumbnails (0–255) must be small too.
+NEAR_DUPLICATE_COLOUR = 16.0
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # one of KINDS
+    path: Path  # the image the finding is about (also for caption findings)
+    message: str  # plain words for an artist
+    fix: str = ""  # one of FIXES; "" when only the artist can fix it
+
+
+@dataclass
+class _Fingerprint:
+    rel: str
+    sha256: str
+    dhash: int
+    thumb: np.ndarray
+
+
+def check_dataset(
+    cfg: DatasetConfig, resolution: int, *, progress: Callable[[int, int], None] | None = None
+) -> list[Finding]:
+    """Every problem in the dataset, in scan order. progress(done, total) is called after each image."""
+    root = dataset_root(cfg)
+    exclude = {normalize_rel(e) for e in cfg.exclude if normalize_rel(e)}
+    files = [(p, rel) for p, rel in iter_image_files(root) if not is_excluded(rel, exclude)]
+    if not files:
+        raise empty_dataset_error(root)
+    findings: list[Finding] = []
+    seen: list[_Fingerprint] = []
+    for done, (path, rel) in enumerate(files, start=1):
+        findings += _check_image(path, rel, cfg, resolution, seen)
+        if progress is not None:
+            progress(done, len(files))
+    return findings
+
+
+def _check_image(path: Path, rel: str, cfg: DatasetConfig, resolution: int, seen: list[_Fingerprint]) -> list[Finding]:
+    try:
+        img = load_rgb(path)
+        notes = conversion_notes(path)
+    except ImageError as e:
+        return [Finding("unreadable", path, f"{rel} {e.reason}; it cannot train.", "exclude")]
+    out: list[Finding] = []
+    with img:
+        w, h = img.size
+        if min(w, h) < resolution / 2:
+            out.append(Finding(
+                "too_small", path,
+                f"{rel} is only {w}×{h} pixels; at {resolution} px it is blown up and trains blur. "
+                "Use a larger version or leave it out.",
+                "exclude",
+            ))
+        fingerprint = _fingerprint(path, rel, img)
+    original = _duplicate_of(fingerprint, seen)
+    if original is not None:
+        how = "the same file as" if original[1] else "nearly the same picture as"
+        out.append(Finding(
+            "duplicate", path, f"{rel} is {how} {original[0].rel}; a copy counts double in training. Leave one out.", "exclude",
+        ))
+    seen.append(fingerprint)
+    for note in notes:
+        out.append(Finding("odd_mode", path, f"{rel} {note} (done automatically, nothing to fix).", ""))
+    out += _check_caption(path, rel, cfg)
+    return out
+
+
+def _check_caption(path: Path, rel: str, cfg: DatasetConfig) -> list[Finding]:
+    caption_path = caption_path_for(path, cfg)
+    try:
+        caption = read_caption(caption_path)
+    except CaptionError as e:
+        return [Finding("unreadable", path, e.message, "")]
+    default = default_caption_for(rel, cfg)
+    fix = "write_default_caption" if default else ""
+    if caption is None:
+        if default:
+            return [Finding("missing_caption", path, f'{rel} has no caption file; it trains with the default caption "{default}".', fix)]
+        return [Finding("missing_caption", path, f"{rel} has no caption file and no default caption is set; "
+                        "it trains with no words. Type a caption or set a default caption.", fix)]
+    if not caption:
+        if default:
+            return [Finding("empty_caption", path, f'The caption file of {rel} is empty; write the default caption "{default}" into it, or type one.', fix)]
+        return [Finding("empty_caption", path, f"The caption file of {rel} is empty; it trains with no words. Type a caption or set a default caption.", fix)]
+    n = count_tokens(caption)
+    if n > MAX_CAPTION_TOKENS:
+        return [Finding(
+            "long_caption", path,
+            f"The caption of {rel} is {n} tokens long; the text encoder reads only the first {MAX_CAPTION_TOKENS}, "
+            "so the end is ignored. Shorten it, or trim it to the tags that fit.",
+            "trim_caption",
+        )]
+    return []
+
+
+def dhash(img: Image.Image) -> int:
+    """64-bit difference hash: is each pixel of a 9×8 grey thumbnail brighter than its right neighbour."""
+    grey = np.asarray(img.convert("L").resize((9, 8), Image.Resampling.LANCZOS, reducing_gap=2.0), dtype=np.int16)
+    bits = (grey[:, 1:] > grey[:, :-1]).flatten()
+    return int("".join("1" if b else "0" for b in bits), 2)
+
+
+def _fingerprint(path: Path, rel: str, img: Image.Image) -> _Fingerprint:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    thumb = np.asarray(img.resize((8, 8), Image.Resampling.BOX, reducing_gap=2.0), dtype=np.float32)
+    return _Fingerprint(rel, digest.hexdigest(), dhash(img), thumb)
+
+
+def _duplicate_of(fp: _Fingerprint, seen: list[_Fingerprint]) -> tuple[_Fingerprint, bool] | None:
+    """The first earlier image fp copies: (it, True) for identical bytes, (it, False) for a near copy."""
+    for other in seen:
+        if other.sha256 == fp.sha256:
+            return other, True
+    for other in seen:
+        # A linear scan over earlier images: quadratic, but a few thousand images still take seconds.
+        if (other.dhash ^ fp.dhash).bit_count() <= NEAR_DUPLICATE_BITS and \
+                float(np.abs(other.thumb - fp.thumb).mean()) <= NEAR_DUPLICATE_COLOUR:
+            return other, False
+    return None
+
+
+def apply_fix(finding: Finding, cfg: DatasetConfig) -> DatasetConfig:
+    """Carry out finding.fix and return the (possibly changed) dataset settings; images are never touched."""
+    root = dataset_root(cfg)
+    rel = Path(finding.path).resolve().relative_to(root).as_posix()
+    if finding.fix == "exclude":
+        if rel in {normalize_rel(e) for e in cfg.exclude}:
+            return cfg
+        return dataclasses.replace(cfg, exclude=[*cfg.exclude, rel])
+    caption_path = caption_path_for(Path(finding.path), cfg)
+    if finding.fix == "write_default_caption":
+        text = default_caption_for(rel, cfg)
+        if not text:
+            raise UserError(
+                f"There is no default caption to write for {rel}; set dataset.default_caption first.",
+                code="no_default_caption",
+            )
+        if not read_caption(caption_path):  # never overwrite a caption typed since the check
+            write_caption(caption_path, text)
+        return cfg
+    if finding.fix == "trim_caption":
+        caption = read_caption(caption_path)
+        if caption:
+            trimmed = trim_caption(caption, MAX_CAPTION_TOKENS)
+            if trimmed != caption:
+                write_caption(caption_path, trimmed)
+        return cfg
+    raise ValueError(f"finding {finding.kind!r} has no automatic fix ({finding.fix!r})")
