@@ -327,12 +327,13 @@ def load(path: str | Path, *, check: bool = True) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([Problem("config", f"file {path} is not valid TOML ({e}); fix the line it names.")]) from None
-    cfg = from_dict(data, check=False)
-    cfg = resolve_paths(cfg, path.parent.resolve())
+    # Type problems and value problems are reported together: the artist fixes the file in one pass.
+    problems: list[Problem] = []
+    cfg = resolve_paths(_from_dict(migrate(dict(data)), problems), path.parent.resolve())
     if check:
-        problems = validate(cfg)
-        if problems:
-            raise ConfigError(problems)
+        problems += validate(cfg)
+    if problems:
+        raise ConfigError(problems)
     return cfg
 
 

@@ -70,7 +70,7 @@ def test_stop_then_resume_equals_a_straight_run(tiny_model_dir, dataset, tmp_pat
 
 def test_sampling_leaves_training_untouched(tiny_model_dir, dataset, tmp_path):
     plain = tiny_config(tiny_model_dir, dataset, tmp_path / "plain")
-    sampled = tiny_config(tiny_model_dir, dataset, tmp_path / "sampled", sample={"every": 1, "prompts": ["tstyle"], "steps": 2})
+    sampled = tiny_config(tiny_model_dir, dataset, tmp_path / "sampled", sample={"every": 2, "prompts": ["tstyle"], "steps": 2})
     run(plain)
     run(sampled)
     _, a = final_lora(tmp_path / "plain")

@@ -1,0 +1,255 @@
+"""A project's past runs, summarized from each run's events.jsonl, newest first.
+
+Summaries read the first line and the last few kilobytes of a run's events only: a long run's file holds
+tens of thousands of progress lines, and everything a summary needs is at its two ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QLabel, QPushButton, QTreeView, QVBoxLayout, QWidget
+
+from lora_studio.core import events as ev
+from lora_studio.gui import pyside_workarounds
+
+pyside_workarounds.install()  # PySide6 6.12's emit() drops a reference to True per call
+
+TAIL_BYTES = 64 * 1024
+_CHECKPOINT_DIR = re.compile(r"step_(\d+)")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_dir: Path
+    started_at: float | None = None
+    status: str = "interrupted"  # completed | stopped | failed | interrupted (no finished event) | running
+    step: int = 0
+    total_steps: int = 0
+    loss: float | None = None
+    exported: str = ""
+    error: str = ""
+    checkpoint_steps: tuple[int, ...] = ()
+
+    @property
+    def run_id(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def resumable(self) -> bool:
+        return bool(self.checkpoint_steps) and self.status in ("stopped", "failed", "interrupted")
+
+    def status_text(self) -> str:
+        return {
+            "completed": "Completed",
+            "stopped": f"Stopped at step {self.step:,}",
+            "failed": "Failed",
+            "running": "Training…",
+        }.get(self.status, "Interrupted")
+
+
+def checkpoint_steps(run_dir: Path) -> tuple[int, ...]:
+    """The steps of a run's resumable checkpoints (checkpoints/step_NNNNNN/), oldest first."""
+    found = []
+    for p in (run_dir / "checkpoints").glob("step_*"):
+        m = _CHECKPOINT_DIR.fullmatch(p.name)
+        if m and p.is_dir():
+            found.append(int(m.group(1)))
+    return tuple(sorted(found))
+
+
+def _head_and_tail(path: Path) -> list[ev.Event]:
+    with open(path, "rb") as f:
+        first = f.readline()
+        size = f.seek(0, 2)
+        start = max(len(first), size - TAIL_BYTES)
+        f.seek(start)
+        tail = f.read().split(b"\n")
+    if start > len(first):
+        tail = tail[1:]  # the first piece is the end of a line cut in the middle
+    lines = [first, *tail]
+    return [e for raw in lines if (e := ev.from_json(raw.decode("utf-8", "replace"))) is not None]
+
+
+def summarize_run(run_dir: Path) -> RunSummary:
+    path = run_dir / "events.jsonl"
+    try:
+        events = _head_and_tail(path)
+    except OSError:
+        events = []
+    fields: dict = {"checkpoint_steps": checkpoint_steps(run_dir)}
+    for e in events:
+        match e:
+            case ev.Started():
+                fields.setdefault("started_at", e.time)
+                fields["total_steps"] = e.total_steps
+            case ev.Progress():
+                fields.update(step=e.step, total_steps=e.total_steps, loss=e.loss)
+            case ev.Exported():
+                fields["exported"] = e.path
+            case ev.Error():
+                fields["error"] = e.message
+            case ev.Finished():
+                fields["status"] = e.status
+                fields["step"] = max(fields.get("step", 0), e.step)
+                if e.export_path:
+                    fields["exported"] = e.export_path
+    if "started_at" not in fields and path.exists():
+        fields["started_at"] = path.stat().st_mtime
+    return RunSummary(run_dir=run_dir, **fields)
+
+
+def list_runs(runs_dir: Path) -> list[RunSummary]:
+    """Every run under runs_dir that has an events.jsonl, newest first."""
+    if not runs_dir.is_dir():
+        return []
+    runs = [summarize_run(p.parent) for p in runs_dir.glob("*/events.jsonl")]
+    return sorted(runs, key=lambda r: (r.started_at or 0.0, r.run_id), reverse=True)
+
+
+class RunListModel(QAbstractTableModel):
+    COLUMNS = ("Run", "Started", "Status", "Step", "Loss", "Exported")
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.runs: list[RunSummary] = []
+
+    def set_runs(self, runs: list[RunSummary]) -> None:
+        self.beginResetModel()
+        self.runs = list(runs)
+        self.endResetModel()
+
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.runs)
+
+    def columnCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self.COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        run = self.runs[index.row()]
+        col = self.COLUMNS[index.column()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._text(run, col)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if col == "Status" and run.error:
+                return run.error
+            if col == "Exported" and run.exported:
+                return run.exported
+            return str(run.run_dir)
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in ("Step", "Loss"):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    @staticmethod
+    def _text(run: RunSummary, col: str) -> str:
+        if col == "Run":
+            return run.run_id
+        if col == "Started":
+            return dt.datetime.fromtimestamp(run.started_at).strftime("%Y-%m-%d %H:%M") if run.started_at else ""
+        if col == "Status":
+            return run.status_text()
+        if col == "Step":
+            return f"{run.step:,} / {run.total_steps:,}" if run.total_steps else f"{run.step:,}"
+        if col == "Loss":
+            return f"{run.loss:.4f}" if run.loss is not None else ""
+        return Path(run.exported).name if run.exported else ""
+
+
+class RunHistory(QWidget):
+    run_selected = Signal(Path)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._runs_dir: Path | None = None
+        self._active: Path | None = None
+        self.model = RunListModel(self)
+        self.view = QTreeView(self)
+        self.view.setModel(self.model)
+        self.view.setRootIsDecorated(False)
+        self.view.setAlternatingRowColors(True)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.view.selectionModel().currentRowChanged.connect(self._on_current_changed)
+        self._empty = QLabel("No runs yet. Runs appear here once you start training.", self)
+        self._empty.setEnabled(False)
+        refresh = QPushButton("Refresh", self, clicked=self.refresh)
+        self._open = QPushButton("Open folder", self, clicked=self._open_folder)
+        self._open.setToolTip("Show the selected run's files (samples, checkpoints, exports)")
+        buttons = QHBoxLayout()
+        buttons.addWidget(QLabel("<b>Runs</b>", self))
+        buttons.addStretch(1)
+        buttons.addWidget(refresh)
+        buttons.addWidget(self._open)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(buttons)
+        layout.addWidget(self._empty)
+        layout.addWidget(self.view, 1)
+        self.refresh()
+
+    def set_runs_dir(self, runs_dir: Path | None) -> None:
+        self._runs_dir = Path(runs_dir) if runs_dir else None
+        self.refresh()
+
+    def set_active_run(self, run_dir: Path | None) -> None:
+        """Mark the run that is training now (its events.jsonl alone cannot tell a live run from a crash)."""
+        self._active = Path(run_dir) if run_dir else None
+        self.refresh()
+
+    def refresh(self) -> None:
+        selected = self.selected_run()
+        runs = list_runs(self._runs_dir) if self._runs_dir else []
+        runs = [dataclasses.replace(r, status="running") if r.run_dir == self._active else r for r in runs]
+        if self._active and not any(r.run_dir == self._active for r in runs):
+            runs.insert(0, RunSummary(run_dir=self._active, status="running"))
+        # Re-selecting the same run after a reload is not a new choice: do not announce it again.
+        self.view.selectionModel().blockSignals(True)
+        try:
+            self.model.set_runs(runs)
+            self._select(selected)
+        finally:
+            self.view.selectionModel().blockSignals(False)
+        for col in range(self.model.columnCount() - 1):
+            self.view.resizeColumnToContents(col)
+        self._empty.setVisible(not runs)
+        self._open.setEnabled(self.selected_run() is not None)
+
+    def runs(self) -> list[RunSummary]:
+        return list(self.model.runs)
+
+    def selected_run(self) -> Path | None:
+        index = self.view.currentIndex()
+        return self.model.runs[index.row()].run_dir if index.isValid() else None
+
+    def select_run(self, run_dir: Path) -> None:
+        """Select run_dir and announce it, as a click would."""
+        self._select(Path(run_dir))
+
+    def _select(self, run_dir: Path | None) -> None:
+        for row, run in enumerate(self.model.runs):
+            if run.run_dir == run_dir:
+                self.view.setCurrentIndex(self.model.index(row, 0))
+                return
+
+    def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        self._open.setEnabled(current.isValid())
+        if current.isValid():
+            self.run_selected.emit(self.model.runs[current.row()].run_dir)
+
+    def _open_folder(self) -> None:
+        run_dir = self.selected_run()
+        if run_dir is not None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(run_dir)))

@@ -1,0 +1,155 @@
+"""`lora-studio train` as the app and a user run it: a real process, JSON lines on stdout, stdin commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+from engine_fixtures import make_dataset, tiny_config, write_config
+
+from lora_studio.core import events as ev
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def train_process(config, *extra, stdin=subprocess.DEVNULL):
+    return subprocess.Popen(
+        [sys.executable, "-m", "lora_studio", "train", str(config), *extra],
+        stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+    )
+
+
+def events_of(stdout: str) -> list[ev.Event]:
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    # Every stdout line is an event: stray prints must never reach the stream.
+    assert all(ev.from_json(line) is not None for line in lines), lines
+    return [ev.from_json(line) for line in lines]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data") / "5_tstyle", n=4)
+
+
+def test_train_exports_a_lora_that_diffusers_loads(tiny_model_dir, dataset, tmp_path):
+    cfg = tiny_config(tiny_model_dir, dataset, tmp_path / "run", train={"max_steps": 12, "learning_rate": 5e-3},
+                      network={"train_text_encoder": True})
+    proc = train_process(write_config(cfg, tmp_path / "run.toml"))
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    events = events_of(out)
+    assert [type(e).__name__ for e in events][-2:] == ["Exported", "Finished"]
+    assert events[-1].status == "completed"
+    # events.jsonl holds the same stream, so a finished run's chart and samples can be reopened.
+    logged = list(ev.read_jsonl(tmp_path / "run" / "events.jsonl"))
+    assert [e.type for e in logged] == [e.type for e in events]
+    exported = events[-2]
+    assert exported.verified, exported.problems
+
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_model_dir, safety_checker=None, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+
+    def image():
+        g = torch.Generator().manual_seed(0)
+        return pipe("tstyle, a circle", num_inference_steps=2, height=64, width=64, generator=g, output_type="pt").images
+
+    before = image()
+    pipe.load_lora_weights(exported.path, adapter_name="style")
+    changed = image()
+    pipe.set_adapters(["style"], adapter_weights=[0.0])
+    at_zero = image()
+    assert (changed - before).abs().max() > 1e-3
+    assert torch.allclose(at_zero, before, atol=1e-5)
+
+
+def _wait_for(proc, type_name: str) -> list[str]:
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if json.loads(line).get("type") == type_name:
+            return seen
+    raise AssertionError(f"the engine ended before a {type_name} event: {proc.stderr.read()[-2000:]}")
+
+
+@pytest.mark.parametrize("how", ["stdin", "sigint"])
+def test_stop_finishes_the_step_saves_and_exports(tiny_model_dir, dataset, tmp_path, how):
+    cfg = tiny_config(tiny_model_dir, dataset, tmp_path / "run", train={"max_steps": 100000, "log_every": 1})
+    proc = train_process(write_config(cfg, tmp_path / "run.toml"), stdin=subprocess.PIPE)
+    head = _wait_for(proc, "progress")
+    if how == "stdin":
+        proc.stdin.write("stop\n")
+        proc.stdin.flush()
+    else:
+        proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    events = events_of("".join(head) + out)
+    finished = events[-1]
+    assert finished.type == "finished" and finished.status == "stopped" and finished.step > 0
+    checkpoint = [e for e in events if e.type == "checkpoint"][-1]
+    assert checkpoint.step == finished.step and os.path.isdir(checkpoint.path)
+    assert os.path.exists(finished.export_path)
+
+
+def _error(config_path, *extra) -> tuple[int, ev.Error]:
+    done = subprocess.run([sys.executable, "-m", "lora_studio", "train", str(config_path), *extra],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    events = events_of(done.stdout)
+    errors = [e for e in events if e.type == "error"]
+    assert len(errors) == 1 and events[-1].type == "finished" and events[-1].status == "failed", done.stdout
+    return done.returncode, errors[0]
+
+
+def test_user_mistakes_give_one_clear_error(tiny_model_dir, dataset, tmp_path):
+    good = tiny_config(tiny_model_dir, dataset, tmp_path / "run")
+
+    rc, e = _error(write_config(good.replace(model={"base": str(tmp_path / "nope")}), tmp_path / "a.toml"))
+    assert rc != 0 and e.code == "model_not_found" and "nope" in e.message and e.hint
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no images here")
+    rc, e = _error(write_config(good.replace(dataset={"path": str(empty)}), tmp_path / "b.toml"))
+    assert rc != 0 and e.code == "empty_dataset" and str(empty) in e.message
+
+    bad = tmp_path / "c.toml"
+    text = (tmp_path / "a.toml").read_text().replace("rank = 4", "rank = 0").replace("resolution = 64", 'resolution = "big"')
+    bad.write_text(text)
+    rc, e = _error(bad)
+    assert rc != 0 and e.code == "bad_config"
+    assert "network.rank" in e.message and "train.resolution" in e.message  # every problem at once
+
+    rc, e = _error(tmp_path / "missing.toml")
+    assert rc != 0 and e.code == "bad_config" and "missing.toml" in e.message
+
+
+@pytest.mark.skipif(shutil.which("accelerate") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "accelerate")),
+                    reason="accelerate's launcher is not installed")
+def test_two_cpu_processes_give_one_stream_and_one_export(tiny_model_dir, dataset, tmp_path):
+    cfg = tiny_config(tiny_model_dir, dataset, tmp_path / "run", train={"max_steps": 4, "checkpoint_every": 2})
+    config = write_config(cfg, tmp_path / "run.toml")
+    launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    done = subprocess.run(
+        [launcher, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "-m", "lora_studio.engine", str(config)],
+        capture_output=True, text=True, env=ENV, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    events = events_of(done.stdout)
+    assert [e.type for e in events].count("started") == 1
+    assert [e.type for e in events].count("finished") == 1 and events[-1].status == "completed"
+    started = next(e for e in events if e.type == "started")
+    progress = [e for e in events if e.type == "progress"]
+    assert progress[-1].step == 4
+    # Two processes of batch 2: 4 samples per step.
+    assert started.total_steps == 4
+    exports = list((tmp_path / "run").glob("*.safetensors"))
+    assert [p.name for p in exports] == ["tstyle.safetensors"]
