@@ -28,10 +28,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir", type=Path)
     e.add_argument("--step", type=int, default=None, help="the checkpoint step (default: the newest)")
     e.add_argument("--out", type=Path, default=None, help="the .safetensors file to write")
+    e.add_argument("--events", action="store_true", help="report as JSON-lines events on stdout (what the app reads)")
 
     i = sub.add_parser("inspect", help="show what a LoRA file holds (and verify it against a base model)")
     i.add_argument("file", type=Path)
     i.add_argument("--base", type=Path, default=None, help="a base model to verify the LoRA against")
+    i.add_argument("--json", action="store_true", help="print the findings as JSON")
 
     b = sub.add_parser("bench", help="time our training step against the diffusers reference recipe")
     b.add_argument("--preset", default="tiny", choices=("tiny", "sd15-512", "sdxl-1024"))
@@ -60,13 +62,15 @@ def _run(args: argparse.Namespace) -> int:
 
         return train_command(args.config, resume=args.resume, dry_run=args.dry_run)
     if args.command == "export":
+        if args.events:
+            return _export_events(args)
         from lora_studio.engine.export import export_command
 
         return export_command(args.run_dir, step=args.step, out=args.out)
     if args.command == "inspect":
         from lora_studio.engine.inspect import inspect_command
 
-        return inspect_command(args.file, base=args.base)
+        return inspect_command(args.file, base=args.base, as_json=args.json)
     if args.command == "bench":
         from lora_studio.engine.bench import bench_command
 
@@ -81,6 +85,24 @@ def _run(args: argparse.Namespace) -> int:
             return done.returncode
         return 0 if args.no_gui else _open_app(target)
     return _open_app(getattr(args, "project", None))
+
+
+def _export_events(args: argparse.Namespace) -> int:
+    """`export --events`: the result as protocol events on stdout, the way the app reads the engine."""
+    from lora_studio.core import events as ev
+
+    out, sys.stdout = sys.stdout, sys.stderr  # library prints must not corrupt the stream
+    try:
+        from lora_studio.engine.export import export_run
+
+        r = export_run(args.run_dir, args.step, args.out)
+        event: ev.Event = ev.Exported(str(r.path), r.step, r.verified, list(r.problems), str(r.preview or ""))
+    except UserError as e:
+        event = ev.Error(e.code, e.message, e.hint)
+    finally:
+        sys.stdout = out
+    print(event.to_json(), flush=True)
+    return 0 if isinstance(event, ev.Exported) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

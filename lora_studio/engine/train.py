@@ -45,6 +45,10 @@ class NaNLoss(UserError):
     code = "nan_loss"
 
 
+class _StoppedEarly(Exception):
+    """A stop asked for before the first step: nothing was trained, so nothing is saved."""
+
+
 def _prepare_run_dir(cfg: Config, resume: bool) -> Path:
     run_dir = Path(cfg.output.dir)
     if not resume and checkpoint.list_checkpoints(run_dir):
@@ -60,9 +64,18 @@ def _prepare_run_dir(cfg: Config, resume: bool) -> Path:
 
 
 def train(cfg: Config, sink: ev.EventSink, commands: CommandSource | None = None, *, resume: bool = False) -> ev.Finished:
+    commands = commands or ScriptedCommands()
+    try:
+        return _train(cfg, sink, commands, resume)
+    except _StoppedEarly:
+        finished = ev.Finished("stopped", 0)
+        sink.emit(finished)
+        return finished
+
+
+def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: bool) -> ev.Finished:
     from accelerate import Accelerator
 
-    commands = commands or ScriptedCommands()
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     mixed, weight_dtype = resolve_precision(cfg, torch.device(device_type))
     acc = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.train.gradient_accumulation, cpu=device_type == "cpu")
@@ -71,6 +84,12 @@ def train(cfg: Config, sink: ev.EventSink, commands: CommandSource | None = None
     def emit(event: ev.Event) -> None:
         if main:
             sink.emit(event)
+
+    def stop_requested() -> None:
+        # Loading and caching can take minutes on a real model: a Stop then must not wait for step 1.
+        # (Several processes agree on a stop only at step boundaries, where they can exchange it.)
+        if acc.num_processes == 1 and "stop" in commands.poll():
+            raise _StoppedEarly
 
     run_dir = Path(cfg.output.dir)
     if main:
@@ -87,10 +106,12 @@ def train(cfg: Config, sink: ev.EventSink, commands: CommandSource | None = None
             f"{data.missing_captions} image{'s have' if data.missing_captions != 1 else ' has'} no caption file; "
             f"using the default caption {cfg.dataset.default_caption!r}.", code="missing_captions"))
 
+    stop_requested()
     emit(ev.Status("loading", "Loading the base model"))
     models = load_models(cfg.model, dtype=torch.float32 if weight_dtype == torch.float8_e4m3fn else weight_dtype)
     for note in models.notes:
         emit(ev.Status("loading", note))
+    stop_requested()
     trainer = Trainer(models, cfg, acc)
     plan = BatchPlan(data.items, cfg, acc.num_processes)
 
@@ -116,7 +137,13 @@ def train(cfg: Config, sink: ev.EventSink, commands: CommandSource | None = None
 
     emit(ev.Status("caching", "Encoding images and captions once"))
     enc = Encodings(trainer, plan)
-    enc.cache(lambda done, total: emit(ev.Status("caching", f"Encoded {done} of {total}")) if done % 20 == 0 or done == total else None)
+
+    def caching_progress(done: int, total: int) -> None:
+        stop_requested()
+        if done % 20 == 0 or done == total:
+            emit(ev.Status("caching", f"Encoded {done} of {total}"))
+
+    enc.cache(caching_progress)
     _offload(trainer, enc)
 
     info = {
