@@ -19,6 +19,7 @@ from lora_studio.core.captions import process_caption
 from lora_studio.core.config import Config
 from lora_studio.core.dataset import ImageItem
 from lora_studio.core.images import load_rgb
+from lora_studio.engine.cache import DiskCache, file_digest, make_key, model_identity
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,11 @@ def load_for_training(item: ImageItem, bucket, *, flip: bool, random_crop: bool,
 class Encodings:
     """Latents (and text embeddings) computed once per image, flipped copies too when flip is on."""
 
-    def __init__(self, trainer, plan: BatchPlan):
+    def __init__(self, trainer, plan: BatchPlan, disk: DiskCache | None = None):
         self.trainer, self.plan, self.cfg = trainer, plan, plan.cfg
+        self.disk = disk or DiskCache(None)
+        m = self.cfg.model
+        self._identity = model_identity(m.base, m.vae) if self.disk.root else ""
         d = self.cfg.dataset
         self.latents_cached = self.cfg.train.cache_latents and not d.random_crop
         # Shuffled tags or caption dropout change the text every epoch: then it cannot be cached.
@@ -107,18 +111,40 @@ class Encodings:
         done = 0
         for i, item in enumerate(self.plan.items):
             if self.latents_cached:
+                digest = file_digest(item.path)
                 for flip in flips:
-                    px, orig, crop = load_for_training(item, self.plan.bucket_of[i], flip=flip, random_crop=False, rng=random.Random(0))
-                    g = torch.Generator().manual_seed(self.cfg.train.seed + 2 * i + flip)
-                    self._latents[(i, flip)] = (self.trainer.encode_latents(px[None], g)[0], orig, crop)
+                    self._latents[(i, flip)] = self._latent(item, digest, self.plan.bucket_of[i], flip)
                     done += 1
                     progress(done, total)
             if self.text_cached:
-                with torch.no_grad():
-                    embeds, pooled = self.trainer.encode_text([item.caption])
-                self._text[i] = (embeds[0].cpu(), None if pooled is None else pooled[0].cpu())
+                self._text[i] = self._embedding(item.caption)
                 done += 1
                 progress(done, total)
+
+    def _latent(self, item: ImageItem, digest: str, bucket, flip: bool):
+        # The latent is a sample of the VAE's distribution, drawn with a seed from the image's content
+        # (not its position in the list), so adding an image does not change the others' latents.
+        seed = (int(digest[:12], 16) + self.cfg.train.seed * 2 + flip) % (2**63)
+        key = make_key("latent", digest, bucket, flip, seed, self._identity)
+        hit = self.disk.get("latents", key)
+        if hit is not None:
+            return hit["latent"], tuple(hit["original"].tolist()), tuple(hit["crop"].tolist())
+        px, orig, crop = load_for_training(item, bucket, flip=flip, random_crop=False, rng=random.Random(0))
+        latent = self.trainer.encode_latents(px[None], torch.Generator().manual_seed(seed))[0]
+        self.disk.put("latents", key, {"latent": latent, "original": torch.tensor(orig), "crop": torch.tensor(crop)})
+        return latent, orig, crop
+
+    def _embedding(self, caption: str):
+        m = self.trainer.models
+        key = make_key("text", caption, m.kind, self.cfg.model.clip_skip, self._identity)
+        hit = self.disk.get("text", key)
+        if hit is not None:
+            return hit["embeds"], hit.get("pooled")
+        with torch.no_grad():
+            embeds, pooled = self.trainer.encode_text([caption])
+        embeds, pooled = embeds[0].cpu(), None if pooled is None else pooled[0].cpu()
+        self.disk.put("text", key, {"embeds": embeds, **({"pooled": pooled} if pooled is not None else {})})
+        return embeds, pooled
 
     def batch(self, slots: list[Slot]) -> dict:
         d = self.cfg.dataset

@@ -21,6 +21,7 @@ from lora_studio.core.config import Config
 from lora_studio.core.dataset import scan
 from lora_studio.core.errors import UserError
 from lora_studio.engine import checkpoint, lora, sampling
+from lora_studio.engine.cache import DiskCache, default_cache_dir
 from lora_studio.engine.data import BatchPlan, Encodings
 from lora_studio.engine.models import load_models
 from lora_studio.engine.trainer import Trainer, resolve_precision
@@ -136,7 +137,7 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
     emit(ev.Started(str(run_dir), total, models.kind, models.prediction, start_step=start_step, device=str(acc.device), num_images=len(data.items)))
 
     emit(ev.Status("caching", "Encoding images and captions once"))
-    enc = Encodings(trainer, plan)
+    enc = Encodings(trainer, plan, DiskCache(default_cache_dir(run_dir)))
 
     def caching_progress(done: int, total: int) -> None:
         stop_requested()
