@@ -168,3 +168,23 @@ def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tiny_model_di
         run(cfg)
     assert "NaN" in e.value.message and "learning_rate" in e.value.hint
     assert checkpoint.list_checkpoints(tmp_path / "run") == []
+
+
+def test_nan_latents_are_reported_and_never_trained_on(tiny_model_dir, dataset, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from lora_studio.core.errors import UserError
+
+    broken = tmp_path / "broken-vae-model"
+    shutil.copytree(tiny_model_dir, broken)
+    weights_file = next((broken / "vae").glob("*.safetensors"))
+    weights = load_file(weights_file)
+    # What SDXL's original VAE does in fp16: activations overflow and the latents come out NaN.
+    weights["encoder.conv_in.bias"] = torch.full_like(weights["encoder.conv_in.bias"], float("inf"))
+    save_file(weights, weights_file)
+    with pytest.raises(UserError) as e:
+        run(tiny_config(broken, dataset, tmp_path / "run"))
+    assert e.value.code == "nan_latents" and "model.vae" in e.value.hint
+    assert checkpoint.list_checkpoints(tmp_path / "run") == []
