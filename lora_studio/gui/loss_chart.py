@@ -16,9 +16,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QTimer
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
-from lora_studio.gui import pyside_workarounds
 
-pyside_workarounds.install()  # PySide6 6.12's emit() drops a reference to True per call
 
 WINDOW_FRACTION = 0.05
 MIN_WINDOW, MAX_WINDOW = 3.0, 100.0

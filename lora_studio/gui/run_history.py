@@ -17,9 +17,7 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QLabel, QPushButton, QTreeView, QVBoxLayout, QWidget
 
 from lora_studio.core import events as ev
-from lora_studio.gui import pyside_workarounds
 
-pyside_workarounds.install()  # PySide6 6.12's emit() drops a reference to True per call
 
 TAIL_BYTES = 64 * 1024
 _CHECKPOINT_DIR = re.compile(r"step_(\d+)")

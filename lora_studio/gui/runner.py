@@ -14,9 +14,7 @@ import psutil
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
 from lora_studio.core import events as ev
-from lora_studio.gui import pyside_workarounds
 
-pyside_workarounds.install()  # PySide6 6.12's emit() drops a reference to True per call
 
 STDERR_TAIL_LINES = 12  # how much of the log a crash banner quotes
 

@@ -17,9 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from lora_studio.core.events import Sample
-from lora_studio.gui import pyside_workarounds
 
-pyside_workarounds.install()  # PySide6 6.12's emit() drops a reference to True per call
 
 THUMB_SIZE = 128
 VIEWER_SIZE = 1024

@@ -14,10 +14,6 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from fake_engine import fake_engine_command, make_run_dir, replay_run  # noqa: E402  (tests/gui is on sys.path)
-from lora_studio.gui import pyside_workarounds  # noqa: E402
-
-# Before any test emits a signal: PySide6 6.12's emit() drops a reference to True per call (see module).
-pyside_workarounds.install()
 
 
 @pytest.fixture

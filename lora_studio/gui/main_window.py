@@ -1,0 +1,407 @@
+"""The main window: a welcome page until a project is open, then three tabs in the order of the work —
+Dataset (grid, caption, health), Settings, Train (run panel and run history).
+
+The window owns the shared pieces: the project's settings store, the undo stack for caption and
+exclusion edits, and the dataset model. Scans run on a pool thread; a newer scan supersedes an older.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import shiboken6
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QUndoStack
+from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QSplitter, QStackedWidget, QTabWidget, QVBoxLayout, QWidget
+
+from lora_studio.core.dataset import scan
+from lora_studio.core.errors import UserError
+from lora_studio.core.project import (
+    Project, add_recent_project, create_project, forget_recent_project, is_project, open_project, recent_projects,
+)
+from lora_studio.gui.bind import ConfigStore
+from lora_studio.gui.bulk_actions import BulkActions, BulkActionsBar
+from lora_studio.gui.caption_editor import CaptionEditor, CaptionWriter
+from lora_studio.gui.dataset_model import DatasetModel
+from lora_studio.gui.dataset_view import DatasetView
+from lora_studio.gui.health_panel import HealthPanel
+from lora_studio.gui.pages import TrainPage, WelcomePage
+from lora_studio.gui.settings_panel import SettingsPanel
+from lora_studio.gui.tasks import run_in_background
+
+APP_TITLE = "LoRA Studio"
+# Settings that change which images train or with what caption: the grid must be rescanned.
+RESCAN_KEYS = {"", "dataset.path", "dataset.caption_extension", "dataset.repeats", "dataset.default_caption"}
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, parent: QWidget | None = None, *, find_models: bool = True):
+        super().__init__(parent)
+        self.setWindowTitle(APP_TITLE)
+        self.setAcceptDrops(True)
+        self.project: Project | None = None
+        self._scan_generation = 0
+        self._check_after_scan = False
+
+        self.store = ConfigStore(self)
+        self.undo_stack = QUndoStack(self)
+        self.writer = CaptionWriter(self)
+        self.model = DatasetModel(self)
+        self.bulk = BulkActions(self.undo_stack, self.writer, self.store, self.model.items, self)
+
+        self.dataset_view = DatasetView(self.model, self.store, self.bulk)
+        self.caption_editor = CaptionEditor(self.undo_stack, self.writer)
+        self.health = HealthPanel(self.store, self.undo_stack, self.writer, self.bulk)
+        self.bulk_bar = BulkActionsBar(self.bulk)
+        self.settings_panel = SettingsPanel(self.store, find_models=find_models)
+        self.train_page = TrainPage()
+        self.train_page.settings_requested.connect(lambda: self.tabs.setCurrentIndex(1))
+
+        self.tabs = QTabWidget()
+        self.tabs.setObjectName("mainTabs")
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(self._dataset_page(), "1  Dataset")
+        self.tabs.addTab(self.settings_panel, "2  Settings")
+        self.tabs.addTab(self.train_page, "3  Train")
+        self.welcome = WelcomePage(APP_TITLE)
+        self.welcome.new_requested.connect(self.new_project_dialog)
+        self.welcome.open_requested.connect(self.open_project_dialog)
+        self.welcome.project_chosen.connect(self.open_project)
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.welcome)
+        self.pages.addWidget(self.tabs)
+        self.setCentralWidget(self.pages)
+        self._menus()
+        self._connect()
+        self._rescan_timer = QTimer(self, singleShot=True, interval=250)
+        self._rescan_timer.timeout.connect(self.rescan)
+        self._restore_layout()
+        self._refresh_recent()
+
+    # --- layout ----------------------------------------------------------------------------------
+
+    def _dataset_page(self) -> QWidget:
+        left = QWidget()
+        lv = QVBoxLayout(left)
+        lv.setContentsMargins(12, 12, 6, 8)
+        lv.addWidget(self.dataset_view, 1)
+        lv.addWidget(self.bulk_bar)
+        self.right_splitter = QSplitter(Qt.Orientation.Vertical)
+        self.right_splitter.addWidget(_padded(self.caption_editor))
+        self.right_splitter.addWidget(_padded(self.health))
+        self.right_splitter.setStretchFactor(0, 3)
+        self.right_splitter.setStretchFactor(1, 2)
+        self.dataset_splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.dataset_splitter.addWidget(left)
+        self.dataset_splitter.addWidget(self.right_splitter)
+        self.dataset_splitter.setStretchFactor(0, 3)
+        self.dataset_splitter.setStretchFactor(1, 2)
+        self.dataset_splitter.setSizes([820, 460])
+        return self.dataset_splitter
+
+    def ensure_train_page(self):
+        """Build the run panel and history (once); returns the run panel."""
+        if self.train_page.build():
+            self.train_page.run_panel.run_started.connect(lambda _d: self.statusBar().showMessage("Training started.", 5000))
+            self._connect_runs()
+        return self.train_page.run_panel
+
+    @property
+    def run_panel(self):
+        return self.train_page.run_panel
+
+    @property
+    def run_history(self):
+        return self.train_page.run_history
+
+    @property
+    def ready_label(self) -> QLabel:
+        return self.train_page.ready_label
+
+    def _connect_runs(self) -> None:
+        if self.run_panel is None:
+            return
+        project = self.project
+        self.run_panel.set_run_source(self._make_run if project else None)
+        self.run_panel.set_runs_dir(project.runs_dir if project else None)
+        self.run_history.set_runs_dir(project.runs_dir if project else None)
+
+    def _training(self) -> bool:
+        return self.run_panel is not None and self.run_panel.is_training()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        if self.run_panel is None:
+            # Just after the first paint: the window appears at once, the Train tab is ready soon after.
+            QTimer.singleShot(50, self.ensure_train_page)
+
+    def _menus(self) -> None:
+        file = self.menuBar().addMenu("&File")
+        self.new_action = file.addAction("&New Project…", self.new_project_dialog, QKeySequence.StandardKey.New)
+        self.open_action = file.addAction("&Open Project…", self.open_project_dialog, QKeySequence.StandardKey.Open)
+        self.recent_menu = file.addMenu("Recent Projects")
+        file.addSeparator()
+        self.close_action = file.addAction("&Close Project", self.close_project)
+        self.close_action.setEnabled(False)
+        file.addSeparator()
+        file.addAction("&Quit", self.close, QKeySequence.StandardKey.Quit).setMenuRole(QAction.MenuRole.QuitRole)
+        edit = self.menuBar().addMenu("&Edit")
+        # Undo first writes any caption still being typed, so undo takes back exactly that edit.
+        self.undo_action = edit.addAction("&Undo", self.undo, QKeySequence.StandardKey.Undo)
+        self.redo_action = edit.addAction("&Redo", self.redo, QKeySequence.StandardKey.Redo)
+        self.undo_action.setEnabled(False)
+        self.redo_action.setEnabled(False)
+        self.undo_stack.canUndoChanged.connect(self.undo_action.setEnabled)
+        self.undo_stack.canRedoChanged.connect(self.redo_action.setEnabled)
+        self.undo_stack.undoTextChanged.connect(lambda t: _label(self.undo_action, "&Undo", t))
+        self.undo_stack.redoTextChanged.connect(lambda t: _label(self.redo_action, "&Redo", t))
+        edit.addSeparator()
+        self.forget_drop_action = edit.addAction("Ask again where dropped images go", lambda: QSettings().remove("dataset/drop_choice"))
+        help_ = self.menuBar().addMenu("&Help")
+        help_.addAction("About LoRA Studio", self._about)
+
+    def _connect(self) -> None:
+        self.dataset_view.current_changed.connect(self.caption_editor.set_item)
+        self.dataset_view.dataset_changed.connect(lambda: self.rescan(check=True))
+        self.caption_editor.next_requested.connect(self.dataset_view.step)
+        self.writer.written.connect(self.model.set_caption)
+        self.writer.written.connect(self.health.caption_written)
+        self.health.image_activated.connect(self._show_image)
+        self.store.changed.connect(self._config_changed)
+        self.store.problems_changed.connect(self._update_ready)
+        self.store.save_failed.connect(lambda m: self.statusBar().showMessage(m, 10_000))
+        self.bulk.message.connect(lambda m: self.statusBar().showMessage(m, 8000))
+        self.settings_panel.budget_changed.connect(lambda _t: self._update_ready())
+        self.tabs.currentChanged.connect(lambda i: self.ensure_train_page() if i == 2 else None)
+
+    # --- projects --------------------------------------------------------------------------------
+
+    def open_project(self, path: str | Path) -> bool:
+        try:
+            project = open_project(path)
+            cfg = project.load_config()
+        except UserError as e:
+            QMessageBox.warning(self, "Cannot open project", f"{e.message}\n\n{e.hint}".strip())
+            if not is_project(path):
+                forget_recent_project(path)
+            self._refresh_recent()
+            return False
+        if not self._leave_project():
+            return False
+        self.project = project
+        self.store.load(project, cfg)
+        self.model.set_thumb_dir(project.thumbs_dir)
+        self.model.set_items([])
+        self.dataset_view.set_project(project)
+        self.caption_editor.set_item(None)
+        self.health.clear()
+        self._connect_runs()
+        add_recent_project(project.root)
+        self._refresh_recent()
+        self.setWindowTitle(f"{APP_TITLE} — {project.name}")
+        self.pages.setCurrentWidget(self.tabs)
+        self.close_action.setEnabled(True)
+        self.rescan(check=True)
+        self._update_ready()
+        return True
+
+    def new_project(self, root: str | Path, dataset_path: str | Path | None = None) -> bool:
+        try:
+            project = create_project(root, dataset_path=dataset_path)
+        except (UserError, OSError) as e:
+            QMessageBox.warning(self, "Cannot create project", getattr(e, "message", str(e)))
+            return False
+        return self.open_project(project.root)
+
+    def close_project(self) -> None:
+        if not self._leave_project():
+            return
+        self.project = None
+        self.store.load(None)
+        self.model.set_items([])
+        self.dataset_view.set_project(None)
+        self._connect_runs()
+        self.setWindowTitle(APP_TITLE)
+        self.pages.setCurrentWidget(self.welcome)
+        self.close_action.setEnabled(False)
+        self._refresh_recent()
+
+    def _leave_project(self) -> bool:
+        """Save what is pending; refuse while a run trains (its window is the only way to watch it)."""
+        if self._training():
+            QMessageBox.information(self, "Training is running", "Stop the run in the Train tab before switching projects.")
+            return False
+        self.caption_editor.commit()
+        self.store.flush()
+        self.health.cancel()
+        self.undo_stack.clear()  # its commands refer to the old project's files and settings
+        return True
+
+    def new_project_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose an empty folder for the new project")
+        if not folder:
+            return
+        if is_project(folder):
+            self.open_project(folder)
+            return
+        self.new_project(folder)
+
+    def open_project_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a LoRA Studio project folder")
+        if folder:
+            self.open_project(folder)
+
+    def _make_run(self) -> tuple[Path, Path]:
+        if self.project is None:
+            raise UserError("Open a project first.")
+        self.caption_editor.commit()
+        self.store.flush()
+        return self.project.new_run(self.store.config)
+
+    def _refresh_recent(self) -> None:
+        recent = recent_projects()
+        self.recent_menu.clear()
+        for path in recent:
+            self.recent_menu.addAction(f"{path.name}  —  {path.parent}", lambda p=path: self.open_project(p))
+        self.recent_menu.setEnabled(bool(recent))
+        self.welcome.set_recent(recent)
+
+    # --- the dataset -----------------------------------------------------------------------------
+
+    def rescan(self, *, check: bool = False) -> None:
+        """Rescan the dataset folder on a pool thread; excluded images are listed too (shown greyed)."""
+        if self.project is None:
+            return
+        self._scan_generation += 1
+        generation = self._scan_generation
+        self._check_after_scan = self._check_after_scan or check
+        dataset = dataclasses.replace(self.store.config.dataset, exclude=[])
+        run_in_background(lambda: scan(dataset), lambda result: self._scanned(generation, result.items),
+                          lambda error: self._scan_failed(generation, error), owner=self)
+
+    def _scanned(self, generation: int, items: list) -> None:
+        if generation != self._scan_generation:
+            return
+        current = self.caption_editor.item()
+        self.model.set_items(items, self.store.get("dataset.exclude"))
+        self.settings_panel.set_dataset(self.model.included_items())
+        self.dataset_view.refresh()
+        if current is not None and self.model.row_of(current.path) >= 0:
+            self.dataset_view.select_path(Path(current.path))
+        elif items:
+            self.dataset_view.step(0)
+        if self._check_after_scan:
+            self._check_after_scan = False
+            self.health.check()
+
+    def _scan_failed(self, generation: int, error: Exception) -> None:
+        if generation != self._scan_generation:
+            return
+        self.model.set_items([])
+        self.settings_panel.set_dataset([])
+        self.dataset_view.refresh()
+        self._check_after_scan = False
+        self.health.clear("Nothing to check yet: add images first.")
+        if isinstance(error, UserError) and error.code != "empty_dataset":
+            self.dataset_view.drop_bar.tell(error.message)
+        elif not isinstance(error, UserError):
+            raise error
+
+    def _config_changed(self, key: str) -> None:
+        if key in RESCAN_KEYS and self.project is not None:
+            self._rescan_timer.start()
+        if key in ("", "dataset.exclude"):
+            self.model.set_excluded(self.store.get("dataset.exclude"))
+            self.settings_panel.set_dataset(self.model.included_items())
+        self._update_ready()
+
+    def _show_image(self, path: Path) -> None:
+        self.tabs.setCurrentIndex(0)
+        self.dataset_view.select_path(path)
+
+    def _update_ready(self) -> None:
+        if self.project is not None:
+            self.train_page.set_ready(self.store.problems, self.settings_panel.budget_text)
+
+    # --- undo, drops, closing --------------------------------------------------------------------
+
+    def undo(self) -> None:
+        self.caption_editor.commit()
+        self.undo_stack.undo()
+
+    def redo(self) -> None:
+        self.caption_editor.commit()
+        self.undo_stack.redo()
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self.dataset_view.dragEnterEvent(event)
+
+    def dragMoveEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self.dataset_view.dragEnterEvent(event)
+
+    def dropEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        if self.project is None:
+            return
+        self.tabs.setCurrentIndex(0)
+        self.dataset_view.dropEvent(event)
+
+    def _about(self) -> None:
+        QMessageBox.about(self, "About LoRA Studio",
+                          "<b>LoRA Studio</b><br>Train image-style LoRAs for Stable Diffusion on your own GPU, offline.")
+
+    def _restore_layout(self) -> None:
+        s = QSettings()
+        geometry = s.value("main/geometry")
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1320, 840)
+        for key, splitter in (("main/dataset_splitter", self.dataset_splitter), ("main/right_splitter", self.right_splitter)):
+            state = s.value(key)
+            if isinstance(state, QByteArray) and not state.isEmpty():
+                splitter.restoreState(state)
+        state = s.value("main/state")
+        if isinstance(state, QByteArray) and not state.isEmpty():
+            self.restoreState(state)
+        self.tabs.setCurrentIndex(int(s.value("main/tab", 0)))
+
+    def save_layout(self) -> None:
+        s = QSettings()
+        s.setValue("main/geometry", self.saveGeometry())
+        s.setValue("main/state", self.saveState())
+        s.setValue("main/dataset_splitter", self.dataset_splitter.saveState())
+        s.setValue("main/right_splitter", self.right_splitter.saveState())
+        self.train_page.save_state()
+        s.setValue("main/tab", self.tabs.currentIndex())
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
+        if self._training():
+            answer = QMessageBox.question(
+                self, "Training is running",
+                "Closing stops the run now, without saving a final checkpoint. Close anyway?\n\n"
+                "(To keep the progress, press Stop in the Train tab and wait for it to save.)")
+            if answer != QMessageBox.StandardButton.Yes:
+                event.ignore()
+                return
+            self.run_panel.shutdown()
+        self.caption_editor.commit()
+        self.store.flush()
+        self.health.cancel()
+        self.save_layout()
+        self.model.shutdown()
+        super().closeEvent(event)
+
+
+def _label(action: QAction, verb: str, what: str) -> None:
+    # The stack outlives the menu while the window is torn down; it may still announce a change.
+    if shiboken6.isValid(action):
+        action.setText(f"{verb} {what}" if what else verb)
+
+
+def _padded(widget: QWidget, margins: tuple[int, int, int, int] = (6, 12, 12, 8)) -> QWidget:
+    holder = QWidget()
+    layout = QVBoxLayout(holder)
+    layout.setContentsMargins(*margins)
+    layout.addWidget(widget)
+    return holder
