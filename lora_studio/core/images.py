@@ -10,7 +10,6 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lora_studio.core.errors import UserError
@@ -139,6 +138,7 @@ def to_rgb(img: Image.Image, path: Path | None = None) -> Image.Image:
 
 def _to_8bit(img: Image.Image) -> Image.Image:
     # Pillow's convert("L") clips 16-bit values at 255 (a mostly white picture); scale the range instead.
+    import numpy as np  # only for 16-bit and float images: keeps numpy out of the window's start-up
     a = np.asarray(img)
     if img.mode == "F":
         a = np.nan_to_num(a.astype(np.float64))

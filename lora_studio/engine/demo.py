@@ -76,7 +76,7 @@ def create(root: Path, n_images: int = 20, seed: int = 7) -> Path:
         train={"max_steps": 200, "batch_size": 2, "learning_rate": 1e-3, "resolution": tiny.TINY_RESOLUTION * 2,
                "checkpoint_every": 50, "log_every": 5, "lr_scheduler": "cosine", "warmup_steps": 10},
         sample={"every": 50, "prompts": PROMPTS, "steps": 12, "guidance_scale": 5.0},
-        output={"dir": "runs/demo", "name": "geopop_demo", "trigger": TRIGGER,
+        output={"name": "geopop_demo", "trigger": TRIGGER,
                 "description": "Demo LoRA trained on the tiny built-in demo model: it shows the machinery, not art."},
     )
     config_mod.save(cfg, cfg_path)

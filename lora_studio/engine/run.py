@@ -116,6 +116,23 @@ def _dry_run(cfg, out) -> int:
     return 0
 
 
+def _run_config(config_path: Path, resume: bool) -> Path:
+    """A project's settings file (no output.dir) trains into a fresh `runs/<time>/`, as the app does;
+    with --resume, into the project's newest run."""
+    from lora_studio.core.project import PROJECT_FILE, RUN_CONFIG, Project
+
+    if config_path.name != PROJECT_FILE or not config_path.is_file():
+        return config_path
+    cfg = config_mod.load(config_path, check=False)
+    if cfg.output.dir.strip():
+        return config_path
+    project = Project(config_path.parent)
+    runs = project.list_runs()
+    if resume and runs:
+        return runs[0] / RUN_CONFIG
+    return project.new_run(cfg)[0]
+
+
 def train_command(config_path: Path, *, resume: bool = False, dry_run: bool = False) -> int:
     events_out = sys.stdout
     if os.environ.get("RANK", "0") != "0":
@@ -125,7 +142,7 @@ def train_command(config_path: Path, *, resume: bool = False, dry_run: bool = Fa
     sink = StreamSink(events_out)
     cfg = None
     try:
-        cfg = config_mod.load(config_path)
+        cfg = config_mod.load(_run_config(Path(config_path), resume))
         if dry_run:
             return _dry_run(cfg, events_out)
         from lora_studio.engine.train import train

@@ -153,3 +153,19 @@ def test_two_cpu_processes_give_one_stream_and_one_export(tiny_model_dir, datase
     assert started.total_steps == 4
     exports = list((tmp_path / "run").glob("*.safetensors"))
     assert [p.name for p in exports] == ["tstyle.safetensors"]
+
+
+def test_a_project_file_trains_into_a_new_run(tiny_model_dir, dataset, tmp_path):
+    from lora_studio.core.project import Project
+
+    project = tmp_path / "MyStyle"
+    project.mkdir()
+    cfg = tiny_config(tiny_model_dir, dataset, "", train={"max_steps": 2})
+    write_config(cfg.replace(output={"dir": ""}), project / "lora_studio.toml")
+    first = subprocess.run([sys.executable, "-m", "lora_studio", "train", str(project / "lora_studio.toml")],
+                           capture_output=True, text=True, env=ENV, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    runs = Project(project).list_runs()
+    assert len(runs) == 1 and (runs[0] / "tstyle.safetensors").exists()
+    started = next(e for e in events_of(first.stdout) if e.type == "started")
+    assert started.run_dir == str(runs[0])
