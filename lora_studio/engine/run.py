@@ -85,17 +85,23 @@ class StdinCommands:
                 return out
 
 
-def _oom_error(cfg) -> ev.Error:
-    hint = "Turn on train.gradient_checkpointing, lower train.batch_size or train.resolution, then resume with --resume."
-    try:
-        from lora_studio.core import fit
+def _oom_error(cfg, on_gpu: bool = True) -> ev.Error:
+    where = "The GPU" if on_gpu else "The computer"
+    message = f"{where} ran out of memory during training."
+    hint = "Turn on train.gradient_checkpointing, lower train.batch_size or train.resolution, then resume with --resume (the last checkpoint is intact)."
+    if on_gpu and cfg is not None:
+        try:
+            from lora_studio.core import fit
 
-        suggestions = fit.suggest_settings(cfg, _gpu_total())
-        if suggestions:
-            hint = f"Try: {suggestions[0][0]}; then resume with --resume (the last checkpoint is intact)."
-    except Exception:  # the estimate is advice; never let it hide the real error
-        pass
-    return ev.Error("out_of_memory", "The GPU ran out of memory during training.", hint)
+            total = _gpu_total()
+            estimate = fit.estimate_for_config(cfg)
+            message = f"{where} ran out of memory during training (estimated need ≈ {estimate.total_bytes / 2**30:.1f} GB of {total / 2**30:.1f} GB)."
+            suggestions = fit.suggest_settings(cfg, total)
+            if suggestions:
+                hint = f"Try: {suggestions[0][0]}; then resume with --resume (the last checkpoint is intact)."
+        except Exception:  # the estimate is advice; never let it hide the real error
+            pass
+    return ev.Error("out_of_memory", message, hint)
 
 
 def _gpu_total() -> int:
@@ -158,6 +164,8 @@ def train_command(config_path: Path, *, resume: bool = False, dry_run: bool = Fa
 
         if isinstance(e, torch.OutOfMemoryError):
             sink.emit(_oom_error(cfg))
+        elif isinstance(e, RuntimeError) and "can't allocate memory" in str(e):  # the CPU allocator's OOM
+            sink.emit(_oom_error(cfg, on_gpu=False))
         else:
             traceback.print_exc(file=sys.stderr)
             sink.emit(ev.Error("internal_error", f"The engine failed unexpectedly: {type(e).__name__}: {e}.",

@@ -230,10 +230,12 @@ class _Loop:
 
     def _commands(self, commands: CommandSource) -> tuple[bool, bool, bool]:
         got = commands.poll() if self.acc.is_main_process else []
-        flags = torch.tensor([c in got for c in ("stop", "sample", "save")], dtype=torch.float32, device=self.trainer.device)
+        flags = [c in got for c in ("stop", "sample", "save")]
         if self.acc.num_processes > 1:
-            flags = self.acc.reduce(flags, reduction="sum")  # rank 0 reads stdin; every rank must agree
-        return tuple(bool(x > 0) for x in flags.tolist())
+            # Rank 0 reads stdin; every rank must agree. (One process: no device tensor, so no sync.)
+            summed = self.acc.reduce(torch.tensor(flags, dtype=torch.float32, device=self.trainer.device), reduction="sum")
+            flags = [bool(x > 0) for x in summed.tolist()]
+        return tuple(flags)
 
     def _nan(self) -> None:
         kept = f"the last good checkpoint (step {self.last_checkpoint}) is kept" if self.last_checkpoint else "no checkpoint had been saved yet"

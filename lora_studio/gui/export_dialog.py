@@ -99,7 +99,7 @@ class ExportDialog(QDialog):
         self.name_edit.textChanged.connect(self._check_target)
         self.folder_combo.currentIndexChanged.connect(self._check_target)
         self.exists_label = QLabel("A file with this name is already there; exporting replaces it.", self)
-        self.exists_label.setStyleSheet("color: palette(dark);")
+        self.exists_label.setObjectName("muted")  # the app style sheet makes it readable on dark and light
         self.exists_label.hide()
 
         form = QFormLayout()
