@@ -1,0 +1,379 @@
+"""Will this run fit on this GPU? The peak-memory estimate, in pure Python (the app shows it too).
+
+The model (docs/performance.md, "The fit estimate", has the derivation):
+
+    peak = max(training phase, caching phase)
+    training = weights + LoRA & optimizer + activations + workspace
+    caching  = UNet + VAE + text encoders + one VAE encode (the engine encodes with the UNet already placed)
+
+- weights: parameter counts of the real architectures (exact, from the shipped configs) × bytes of the
+  storage dtype; fp8 stores Linear/Conv weights in one byte (99.9 % of the UNet), the rest stays fp32. The VAE
+  (fp32) stays on the GPU only when latents are not cached, the text encoders when their outputs are not
+  cached or they train.
+- LoRA & optimizer: LoRA parameters (exact per rank and target set) × 16 bytes (fp32 weight, gradient, two
+  AdamW moments; 10 with 8-bit AdamW).
+- activations: what the forward pass keeps for backward, per sample, linear in the latent area
+  ((resolution / 8)²), with and without gradient checkpointing. Calibrated by simulating our training step on
+  the full-size UNets under FakeTensorMode with CUDA's autocast policy (`python -m lora_studio.engine.bench
+  calibrate`; flash / memory-efficient attention, so O(tokens) memory per head). fp32 compute doubles
+  them; fp32 weights under 16-bit autocast add the 16-bit copies of the weights that the matmuls keep.
+- workspace: the transient rise above that during backward (also calibrated), a VAE encode per step when
+  latents are not cached, the upcast fp8 layers, cuBLAS workspace, and what the CUDA context and the caching
+  allocator take beyond the tensors (not in torch.cuda.max_memory_allocated; see `Estimate.overhead_bytes`).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+GB = 1_000_000_000
+MiB = 1 << 20
+
+# Bytes the CUDA context (kernels, cuBLAS handles) takes outside the allocator, and the allocator's slack
+# (blocks cached but not allocated) as a share of what changes every step.
+CUDA_CONTEXT_BYTES = 500 * MiB
+ALLOCATOR_SLACK = 0.10
+CUBLAS_WORKSPACE_BYTES = 64 * MiB
+# fp8 base weights (diffusers' layerwise casting): the upcast copies of the layers in flight. Measured on
+# small UNets on a CPU (LoRA Studio's Trainer, fp8 storage): 15 % of the weights in the compute dtype.
+FP8_INFLIGHT_SHARE = 0.15
+# VAE encoder (fp32, no grad): its peak is five 128-channel fp32 maps of the image (measured, 2,560 B/pixel).
+VAE_ENCODE_BYTES_PER_PIXEL = 2560
+# How the engine caches today (engine/trainer.py + engine/train.py): the Trainer places the UNet and the text
+# encoders on the GPU before the images are encoded, one at a time. If caching moves ahead of placing the
+# UNet, set this False: the caching peak drops by the UNet's weights.
+UNET_ON_GPU_WHILE_CACHING = True
+
+
+@dataclass(frozen=True)
+class Arch:
+    unet: int  # parameters
+    unet_matmul: int  # parameters in Linear / Conv2d weights (what fp8 stores in one byte)
+    vae: int
+    text_encoders: tuple[int, ...]
+    te_layers: tuple[tuple[int, int], ...]  # (layers, width) per text encoder
+    lora_per_rank: dict[str, int]  # UNet LoRA parameters per unit of rank, by network.targets
+    te_lora_per_rank: int  # q/k/v/out LoRA parameters per unit of rank, all text encoders
+    # Activation bytes per latent pixel per sample, 16-bit compute (CUDA autocast policy): kept for backward
+    # (saved) and the rise above that during backward (transient), without / with gradient checkpointing.
+    saved: float
+    saved_ckpt: float
+    transient: float
+    transient_ckpt: float
+
+
+# Parameter counts: the shipped configs (resources/models/*), counted on the meta device.
+# Activation coefficients: `python -m lora_studio.engine.bench calibrate` (see docs/performance.md).
+ARCHS: dict[str, Arch] = {
+    "sd1": Arch(
+        unet=859_520_964, unet_matmul=859_077_120, vae=83_653_863, text_encoders=(123_060_480,), te_layers=((12, 768),),
+        lora_per_rank={"attention": 199_296, "attention+ff": 199_296 + 174_720}, te_lora_per_rank=12 * 4 * 2 * 768,
+        saved=280_306, saved_ckpt=42_301, transient=6_071, transient_ckpt=24_794,
+    ),
+    "sd2": Arch(
+        unet=865_910_724, unet_matmul=865_466_880, vae=83_653_863, text_encoders=(340_387_840,), te_layers=((23, 1024),),
+        lora_per_rank={"attention": 207_488, "attention+ff": 207_488 + 174_720}, te_lora_per_rank=23 * 4 * 2 * 1024,
+        saved=269_905, saved_ckpt=31_671, transient=6_804, transient_ckpt=25_448,
+    ),
+    "sdxl": Arch(
+        unet=2_567_463_684, unet_matmul=2_565_880_320, vae=83_653_863, text_encoders=(123_060_480, 694_659_840),
+        te_layers=((12, 768), (32, 1280)),
+        lora_per_rank={"attention": 1_451_520, "attention+ff": 1_451_520 + 1_164_800},
+        te_lora_per_rank=12 * 4 * 2 * 768 + 32 * 4 * 2 * 1280,
+        saved=478_046, saved_ckpt=32_537, transient=4_339, transient_ckpt=11_606,
+    ),
+}
+KINDS = tuple(ARCHS)
+BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
+# fp32 compute ("no" mixed precision) over 16-bit compute (calibrated on SD1.5 at 512 px): (saved, transient),
+# without and with gradient checkpointing. Not 2.0: under CUDA autocast the norms already run in fp32.
+FP32_SCALE = {False: (1.40, 2.12), True: (1.70, 1.68)}
+# fp32 weights under 16-bit autocast: every matmul keeps the 16-bit copy of its weight for backward (94 % of
+# them, measured); with checkpointing only the blocks being recomputed do (12.5 %).
+FP32_WEIGHT_COPY_SHARE = {False: 0.94, True: 0.125}
+# Text-encoder activations kept for backward when it trains: ~16 values of its width per token and layer.
+TE_SAVED_VALUES_PER_TOKEN_LAYER = 16
+TOKENS = 77
+
+
+@dataclass(frozen=True)
+class Estimate:
+    total_bytes: int
+    parts: dict[str, int]  # weights, lora+optimizer, activations, workspace (they sum to total_bytes)
+    phase: str = "training"  # the phase that peaks: training, or caching (encoding images before training)
+    overhead_bytes: int = 0  # in workspace: CUDA context and allocator slack, not in max_memory_allocated
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def allocated_bytes(self) -> int:
+        """What torch.cuda.max_memory_allocated should read (the benchmark's peak on a GPU)."""
+        return self.total_bytes - self.overhead_bytes
+
+
+def _resolve_precision(mixed_precision: str, base_weights: str) -> tuple[str, str]:
+    mixed = "bf16" if mixed_precision == "auto" else mixed_precision
+    if mixed not in ("no", "fp16", "bf16"):
+        raise ValueError(f"mixed_precision must be auto, no, fp16 or bf16, not {mixed_precision!r}")
+    base = base_weights
+    if base == "auto":
+        base = {"no": "fp32", "fp16": "fp16", "bf16": "bf16"}[mixed]
+    if base not in BYTES:
+        raise ValueError(f"base_weights must be auto, fp32, fp16, bf16 or fp8, not {base_weights!r}")
+    return mixed, base
+
+
+def estimate_peak_bytes(
+    kind: str,
+    resolution: int,
+    batch_size: int,
+    rank: int,
+    *,
+    gradient_checkpointing: bool = False,
+    base_weights: str = "bf16",
+    train_text_encoder: bool = False,
+    cache_latents: bool = True,
+    cache_text_encoder: bool = True,
+    mixed_precision: str = "bf16",
+    targets: str = "attention",
+    optimizer: str = "adamw",
+    phase: str = "peak",
+) -> Estimate:
+    """The peak GPU memory of a training run with these settings (bytes, with its parts).
+
+    `phase`: "peak" (the larger of the two), "training" (the steps) or "caching" (encoding the images)."""
+    if phase not in ("peak", "training", "caching"):
+        raise ValueError(f"phase must be peak, training or caching, not {phase!r}")
+    if kind not in ARCHS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    a = ARCHS[kind]
+    mixed, base = _resolve_precision(mixed_precision, base_weights)
+    compute_bytes = 4 if mixed == "no" else 2
+    te_bytes = compute_bytes if base == "fp8" else BYTES[base]  # text encoders are never stored in fp8
+    notes: list[str] = []
+
+    # Weights.
+    if base == "fp8":
+        unet_w = a.unet_matmul * 1 + (a.unet - a.unet_matmul) * 4
+    else:
+        unet_w = a.unet * BYTES[base]
+    vae_w = a.vae * 4
+    te_w = sum(a.text_encoders) * te_bytes
+    te_resident = train_text_encoder or not cache_text_encoder
+
+    # LoRA and optimizer state.
+    lora = a.lora_per_rank.get(targets, a.lora_per_rank["attention"]) * rank
+    if train_text_encoder:
+        lora += a.te_lora_per_rank * rank
+    per_param = 10 if optimizer == "adamw8bit" else 16
+    lora_opt = lora * per_param
+
+    # Activations.
+    ckpt = bool(gradient_checkpointing)
+    pixels = (resolution // 8) ** 2 * batch_size
+    saved_scale, transient_scale = FP32_SCALE[ckpt] if mixed == "no" else (1.0, 1.0)
+    saved = (a.saved_ckpt if ckpt else a.saved) * pixels * saved_scale
+    transient = (a.transient_ckpt if ckpt else a.transient) * pixels * transient_scale
+    if base == "fp32" and mixed != "no":
+        saved += FP32_WEIGHT_COPY_SHARE[ckpt] * a.unet_matmul * 2
+        notes.append("fp32 base weights under 16-bit autocast keep 16-bit copies of the weights for backward; "
+                     "bf16 base weights avoid that")
+    if train_text_encoder:
+        te_act = sum(n * w for n, w in a.te_layers) * TOKENS * TE_SAVED_VALUES_PER_TOKEN_LAYER * compute_bytes * batch_size
+        saved += te_act / (2 if gradient_checkpointing else 1)
+    vae_step = 0 if cache_latents else VAE_ENCODE_BYTES_PER_PIXEL * resolution * resolution * batch_size
+    fp8_inflight = int(FP8_INFLIGHT_SHARE * a.unet_matmul * compute_bytes) if base == "fp8" else 0
+    step_workspace = transient + vae_step + fp8_inflight + CUBLAS_WORKSPACE_BYTES
+    slack = int(ALLOCATOR_SLACK * (saved + step_workspace))
+
+    weights = unet_w + (0 if cache_latents else vae_w) + (te_w if te_resident else 0)
+    training = {
+        "weights": int(weights),
+        "lora+optimizer": int(lora_opt),
+        "activations": int(saved),
+        "workspace": int(step_workspace + slack + CUDA_CONTEXT_BYTES),
+    }
+    # Caching: the engine encodes images (one at a time, fp32 VAE) and captions with everything placed.
+    enc_transient = VAE_ENCODE_BYTES_PER_PIXEL * resolution * resolution if cache_latents else 0
+    cache_slack = int(ALLOCATOR_SLACK * enc_transient)
+    caching = {
+        "weights": int((unet_w if UNET_ON_GPU_WHILE_CACHING else 0) + vae_w + te_w),
+        "lora+optimizer": int(lora * 4 if UNET_ON_GPU_WHILE_CACHING else 0),
+        "activations": 0,
+        "workspace": int(enc_transient + CUBLAS_WORKSPACE_BYTES + cache_slack + CUDA_CONTEXT_BYTES),
+    }
+    caching_peaks = (cache_latents or cache_text_encoder) and sum(caching.values()) > sum(training.values())
+    if phase == "caching" or (phase == "peak" and caching_peaks):
+        if caching_peaks:
+            notes.append("the peak comes while encoding the images (VAE, text encoders and UNet on the GPU at once)")
+        return Estimate(sum(caching.values()), caching, "caching", CUDA_CONTEXT_BYTES + cache_slack, tuple(notes))
+    return Estimate(sum(training.values()), training, "training", CUDA_CONTEXT_BYTES + slack, tuple(notes))
+
+
+def _gb(n: int | float) -> str:
+    return f"{n / GB:.1f} GB"
+
+
+def fit_report(estimate: Estimate, gpu_total_bytes: int) -> str:
+    """One line: 'fits (≈ 5.2 GB of 8.0 GB)', 'tight (…)', or 'does not fit (…)'."""
+    need = estimate.total_bytes
+    if not gpu_total_bytes:
+        return f"no GPU found: training would run on the CPU (≈ {_gb(need - estimate.overhead_bytes)} of RAM)"
+    inside = f"≈ {_gb(need)} of {_gb(gpu_total_bytes)}"
+    if need <= 0.9 * gpu_total_bytes:
+        return f"fits ({inside})"
+    if need <= gpu_total_bytes:
+        return f"fits, tightly ({inside}; other programs using the GPU may push it over)"
+    return f"does not fit ({inside})"
+
+
+def fits(estimate: Estimate, gpu_total_bytes: int) -> bool:
+    return bool(gpu_total_bytes) and estimate.total_bytes <= gpu_total_bytes
+
+
+# -- from a Config ----------------------------------------------------------------------------------
+
+
+def _safetensors_keys(path: Path) -> list[str]:
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > 100_000_000:
+            return []
+        return list(json.loads(f.read(n)))
+
+
+def guess_kind(cfg: Any) -> str:
+    """The architecture of the config's base model, without torch: model.kind, else read from the files."""
+    kind = cfg.model.kind
+    if kind in ARCHS:
+        return kind
+    path = Path(cfg.model.base).expanduser() if cfg.model.base else None
+    try:
+        if path is not None and path.is_dir() and (path / "model_index.json").exists():
+            index = json.loads((path / "model_index.json").read_text())
+            if (index.get("text_encoder_2") or [None])[0]:
+                return "sdxl"
+            unet_cfg = json.loads((path / "unet" / "config.json").read_text())
+            if unet_cfg.get("use_linear_projection") or unet_cfg.get("cross_attention_dim") == 1024:
+                return "sd2"
+            return "sd1"
+        if path is not None and path.is_file() and path.suffix.lower() == ".safetensors":
+            keys = _safetensors_keys(path)
+            if any(k.startswith("conditioner.embedders.1") for k in keys):
+                return "sdxl"
+            if any(k.startswith("cond_stage_model.model.") for k in keys):
+                return "sd2"
+            if keys:
+                return "sd1"
+    except (OSError, ValueError, struct.error):
+        pass
+    return "sdxl" if cfg.train.resolution >= 1024 else "sd1"
+
+
+def estimate_for_config(cfg: Any, *, on_gpu: bool = True) -> Estimate:
+    """The estimate for a run's settings. "auto" precision resolves as the trainer does: bf16 on a GPU, fp32 on
+    a CPU (where the estimate is of RAM)."""
+    t, n = cfg.train, cfg.network
+    mixed = t.mixed_precision if (on_gpu or t.mixed_precision != "auto") else "no"
+    return estimate_peak_bytes(
+        guess_kind(cfg), t.resolution, t.batch_size, n.rank,
+        gradient_checkpointing=t.gradient_checkpointing, base_weights=t.base_weights,
+        train_text_encoder=n.train_text_encoder, cache_latents=t.cache_latents,
+        cache_text_encoder=t.cache_text_encoder, mixed_precision=mixed,
+        targets=n.targets, optimizer=t.optimizer,
+    )
+
+
+def _with(cfg: Any, changes: dict[str, Any]) -> Any:
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in changes.items():
+        section, name = key.split(".")
+        sections.setdefault(section, {})[name] = value
+    return cfg.replace(**sections)
+
+
+def _ladder(cfg: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The changes that save memory, cheapest in quality and speed first."""
+    t = cfg.train
+    steps: list[tuple[str, dict[str, Any]]] = []
+    if not t.gradient_checkpointing:
+        steps.append(("turn on gradient checkpointing (about 25 % slower)", {"train.gradient_checkpointing": True}))
+    mixed, base = _resolve_precision(t.mixed_precision, t.base_weights)
+    if base == "fp32":
+        steps.append(("store the base weights in bf16", {"train.base_weights": "bf16", "train.mixed_precision": "bf16" if mixed == "no" else mixed}))
+    if base != "fp8":
+        steps.append(("store the base weights in fp8", {"train.base_weights": "fp8"}))
+    if not t.cache_latents:
+        steps.append(("cache the latents", {"train.cache_latents": True}))
+    batch = t.batch_size
+    while batch > 1:
+        batch = max(1, batch // 2)
+        accumulation = t.gradient_accumulation * max(1, t.batch_size // batch)
+        steps.append((f"lower the batch size to {batch} (gradient accumulation {accumulation} keeps the effective batch)",
+                      {"train.batch_size": batch, "train.gradient_accumulation": accumulation}))
+    for lower in (1024, 896, 768, 640, 512, 384, 256):
+        if lower < t.resolution:
+            steps.append((f"lower the resolution to {lower} px", {"train.resolution": lower}))
+    return steps
+
+
+def suggest_settings(cfg: Any, gpu_total_bytes: int) -> list[tuple[str, dict[str, Any]]]:
+    """Settings that fit, nearest first: [(description, {"section.key": value})]. [] when the run already fits,
+    when there is no GPU, or when nothing on the ladder fits.
+
+    The first suggestion walks the ladder (gradient checkpointing, bf16 then fp8 base weights, caching the
+    latents, halving the batch, lowering the resolution) and keeps every step until the estimate fits; then
+    each single step that fits on its own follows, as an alternative."""
+    if not gpu_total_bytes or fits(estimate_for_config(cfg), gpu_total_bytes):
+        return []
+    ladder = _ladder(cfg)
+    out: list[tuple[str, dict[str, Any]]] = []
+    taken: list[str] = []
+    changes: dict[str, Any] = {}
+    for description, step in ladder:
+        changes.update(step)
+        taken.append(description)
+        est = estimate_for_config(_with(cfg, changes))
+        if fits(est, gpu_total_bytes):
+            out.append((f"{' and '.join(_dedupe(taken))} (≈ {_gb(est.total_bytes)} of {_gb(gpu_total_bytes)})", dict(changes)))
+            break
+    kinds_taken: set[str] = set()
+    for description, step in ladder:
+        kind_of_change = description.split(" to ")[0]  # "lower the resolution", "lower the batch size", ...
+        if kind_of_change in kinds_taken:
+            continue
+        est = estimate_for_config(_with(cfg, step))
+        if fits(est, gpu_total_bytes) and all(step != ch for _, ch in out):
+            kinds_taken.add(kind_of_change)
+            out.append((f"{description} (≈ {_gb(est.total_bytes)} of {_gb(gpu_total_bytes)})", dict(step)))
+    return out
+
+
+def _dedupe(descriptions: list[str]) -> list[str]:
+    # "lower the batch size to 2 … and lower the batch size to 1 …" reads as the last one only.
+    out: list[str] = []
+    for d in descriptions:
+        head = d.split(" to ")[0]
+        out = [o for o in out if o.split(" to ")[0] != head]
+        out.append(d)
+    return out
+
+
+def dry_run_report(cfg: Any, gpu_total_bytes: int) -> str:
+    """What `lora-studio train --dry-run` prints about memory: the estimate, its parts, the verdict, the fixes."""
+    est = estimate_for_config(cfg, on_gpu=bool(gpu_total_bytes))
+    parts = ", ".join(f"{k} {_gb(v)}" for k, v in est.parts.items())
+    lines = [f"Memory estimate ({guess_kind(cfg)}, {cfg.train.resolution} px, batch {cfg.train.batch_size}): "
+             f"≈ {_gb(est.total_bytes)} at the {est.phase} peak ({parts}).",
+             f"On this machine: {fit_report(est, gpu_total_bytes)}."]
+    lines += [f"Note: {n}." for n in est.notes]
+    suggestions = suggest_settings(cfg, gpu_total_bytes)
+    if gpu_total_bytes and not suggestions and not fits(est, gpu_total_bytes):
+        lines.append("No settings on the usual ladder (checkpointing, fp8 weights, batch 1, 256 px) fit this GPU.")
+    if suggestions:
+        lines.append("Settings that fit (the first is the nearest):")
+        lines += [f"  - {desc}: " + ", ".join(f"{k} = {v!r}" for k, v in ch.items()) for desc, ch in suggestions]
+    return "\n".join(lines)

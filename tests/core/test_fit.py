@@ -1,0 +1,178 @@
+"""The fit estimate: monotone in what costs memory, a readable verdict, and suggestions that do fit."""
+
+import json
+import struct
+
+import pytest
+
+from lora_studio.core import fit
+from lora_studio.core.config import Config
+from lora_studio.core.resources import resource
+
+GB = 1_000_000_000
+BASE = dict(gradient_checkpointing=False, base_weights="bf16", train_text_encoder=False, cache_latents=True,
+            cache_text_encoder=True, mixed_precision="bf16")
+
+
+def est(kind="sd1", resolution=512, batch_size=1, rank=16, **kw):
+    return fit.estimate_peak_bytes(kind, resolution, batch_size, rank, **{**BASE, **kw})
+
+
+@pytest.mark.parametrize("kind", fit.KINDS)
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_parts_sum_to_the_total(kind, batch_size):
+    e = est(kind, batch_size=batch_size)
+    assert set(e.parts) == {"weights", "lora+optimizer", "activations", "workspace"}
+    assert sum(e.parts.values()) == e.total_bytes
+    assert all(v >= 0 for v in e.parts.values())
+    assert e.parts["weights"] > 0 and e.parts["workspace"] > 0
+    assert 0 < e.allocated_bytes < e.total_bytes
+    if e.phase == "training":
+        assert e.parts["activations"] > 0 and e.parts["lora+optimizer"] > 0
+
+
+def test_caching_latents_with_the_unet_placed_can_cost_more():
+    # The engine today places the UNet before encoding: at batch 1 with checkpointing, encoding a
+    # 1024 px image next to SDXL's UNet and text encoders outweighs encoding it inside every step.
+    assert fit.UNET_ON_GPU_WHILE_CACHING
+    cached = est("sdxl", 1024, 1, gradient_checkpointing=True)
+    uncached = est("sdxl", 1024, 1, gradient_checkpointing=True, cache_latents=False)
+    assert cached.phase == "caching" and uncached.phase == "training"
+    assert cached.total_bytes > uncached.total_bytes
+
+
+def test_the_caching_phase_can_be_the_peak():
+    # Encoding a 1024 px image through the fp32 VAE with the SDXL UNet and both text encoders placed
+    # outweighs a checkpointed batch-1 step; at batch 8 the step does.
+    small = est("sdxl", 1024, 1, gradient_checkpointing=True)
+    assert small.phase == "caching"
+    assert any("encoding the images" in n for n in small.notes)
+    assert est("sdxl", 1024, 8, gradient_checkpointing=True).phase == "training"
+    # Without caching there is no caching peak.
+    assert est("sd1", 512, 1, cache_latents=False, cache_text_encoder=False).phase == "training"
+
+
+@pytest.mark.parametrize("kind", fit.KINDS)
+def test_more_batch_resolution_or_rank_costs_more(kind):
+    assert est(kind, batch_size=2).total_bytes > est(kind, batch_size=1).total_bytes
+    assert est(kind, batch_size=4).total_bytes > est(kind, batch_size=2).total_bytes
+    assert est(kind, resolution=768).total_bytes > est(kind, resolution=512).total_bytes
+    assert est(kind, resolution=1024).total_bytes > est(kind, resolution=768).total_bytes
+    assert est(kind, rank=64).total_bytes > est(kind, rank=16).total_bytes
+    assert est(kind, targets="attention+ff").total_bytes > est(kind).total_bytes
+    assert est(kind, train_text_encoder=True).total_bytes > est(kind).total_bytes
+
+
+@pytest.mark.parametrize("kind", fit.KINDS)
+@pytest.mark.parametrize("batch_size", [1, 2, 8])
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_checkpointing_smaller_weights_and_caching_never_cost_more(kind, batch_size, checkpointing, monkeypatch):
+    # With the caching order the engine should have (encode before the UNet goes to the GPU).
+    monkeypatch.setattr(fit, "UNET_ON_GPU_WHILE_CACHING", False)
+    res = 1024 if kind == "sdxl" else 512
+    plain = est(kind, res, batch_size, gradient_checkpointing=checkpointing).total_bytes
+    assert est(kind, res, batch_size, gradient_checkpointing=True).total_bytes <= plain
+    assert est(kind, res, batch_size, gradient_checkpointing=checkpointing, base_weights="fp8").total_bytes < plain
+    assert est(kind, res, batch_size, gradient_checkpointing=checkpointing, base_weights="fp32").total_bytes > plain
+    assert est(kind, res, batch_size, gradient_checkpointing=checkpointing, cache_latents=False).total_bytes > plain
+    assert est(kind, res, batch_size, gradient_checkpointing=checkpointing, cache_text_encoder=False).total_bytes >= plain
+    assert est(kind, res, batch_size, gradient_checkpointing=checkpointing, base_weights="fp32", mixed_precision="no").total_bytes > plain
+
+
+@pytest.mark.parametrize("kind", fit.KINDS)
+def test_when_the_step_is_the_peak_each_saving_is_strict(kind):
+    res, batch = (1024, 8) if kind == "sdxl" else (512, 8)
+    plain = est(kind, res, batch, gradient_checkpointing=True)
+    assert plain.phase == "training"
+    assert est(kind, res, batch).total_bytes > plain.total_bytes  # checkpointing saves
+    assert est(kind, res, batch, gradient_checkpointing=True, cache_text_encoder=False).total_bytes > plain.total_bytes
+    assert est(kind, res, batch, gradient_checkpointing=True, cache_latents=False).total_bytes > plain.total_bytes
+
+
+def test_weights_follow_the_parameter_counts():
+    # SD1.5's UNet is 859.5 M parameters: 1.72 GB in bf16, 3.44 GB in fp32, ~0.86 GB in fp8.
+    assert est("sd1").parts["weights"] == pytest.approx(859_520_964 * 2)
+    assert est("sd1", base_weights="fp32", mixed_precision="no").parts["weights"] == pytest.approx(859_520_964 * 4)
+    assert est("sd1", base_weights="fp8").parts["weights"] == pytest.approx(0.86 * GB, rel=0.01)
+    # Uncached text encoders stay on the GPU during the steps (SDXL: 123 M + 695 M in bf16).
+    sdxl = est("sdxl", 1024, 8, gradient_checkpointing=True)
+    uncached = est("sdxl", 1024, 8, gradient_checkpointing=True, cache_text_encoder=False)
+    assert uncached.parts["weights"] - sdxl.parts["weights"] == (123_060_480 + 694_659_840) * 2
+    # rank 16 on SD1.5's attention: 3.19 M LoRA parameters, 16 bytes each with AdamW.
+    assert est("sd1").parts["lora+optimizer"] == 199_296 * 16 * 16
+
+
+def test_auto_precision_resolves_like_the_trainer():
+    assert est("sd1", base_weights="auto", mixed_precision="auto").total_bytes == est("sd1").total_bytes
+    assert est("sd1", base_weights="auto", mixed_precision="no").parts["weights"] == 859_520_964 * 4
+    with pytest.raises(ValueError):
+        est("sd1", base_weights="int4")
+    with pytest.raises(ValueError):
+        est("sd9")
+
+
+def test_report_strings():
+    e = est("sd1")
+    assert fit.fit_report(e, 24 * GB) == f"fits (≈ {e.total_bytes / GB:.1f} GB of 24.0 GB)"
+    assert fit.fit_report(e, int(e.total_bytes * 0.5)).startswith("does not fit (≈ ")
+    assert fit.fit_report(e, int(e.total_bytes * 1.05)).startswith("fits, tightly (≈ ")
+    assert fit.fit_report(e, 0).startswith("no GPU found")
+
+
+def _cfg(**train):
+    return Config().replace(model={"kind": train.pop("kind", "sdxl")}, train=train)
+
+
+def test_suggestions_fit_and_come_in_order():
+    cfg = _cfg(kind="sdxl", resolution=1024, batch_size=4, gradient_checkpointing=False, mixed_precision="bf16", base_weights="fp32")
+    gpu = 12 * GB
+    assert not fit.fits(fit.estimate_for_config(cfg), gpu)
+    suggestions = fit.suggest_settings(cfg, gpu)
+    assert suggestions
+    for description, changes in suggestions:
+        assert "GB of 12.0 GB" in description
+        assert fit.fits(fit.estimate_for_config(fit._with(cfg, changes)), gpu), description
+    first = suggestions[0][1]
+    # The ladder starts with checkpointing, then cheaper weights, before touching batch or resolution.
+    assert first["train.gradient_checkpointing"] is True
+    assert "train.resolution" not in first
+
+
+def test_nearest_suggestion_is_only_checkpointing_when_that_is_enough():
+    cfg = _cfg(kind="sd1", resolution=768, batch_size=4, gradient_checkpointing=False, mixed_precision="bf16", base_weights="bf16")
+    need = fit.estimate_for_config(cfg).total_bytes
+    with_ckpt = fit.estimate_for_config(fit._with(cfg, {"train.gradient_checkpointing": True})).total_bytes
+    gpu = (need + with_ckpt) // 2
+    suggestions = fit.suggest_settings(cfg, gpu)
+    assert suggestions[0][1] == {"train.gradient_checkpointing": True}
+    assert suggestions[0][0].startswith("turn on gradient checkpointing")
+
+
+def test_no_suggestions_when_it_fits_or_nothing_can():
+    cfg = _cfg(kind="sd1", resolution=512, batch_size=1)
+    assert fit.suggest_settings(cfg, 80 * GB) == []
+    assert fit.suggest_settings(cfg, 0) == []
+    assert fit.suggest_settings(_cfg(kind="sdxl", resolution=1024), 1 * GB) == []
+
+
+def test_dry_run_report_names_the_estimate_and_the_fixes():
+    cfg = _cfg(kind="sdxl", resolution=1024, batch_size=2, gradient_checkpointing=False, base_weights="bf16", mixed_precision="bf16")
+    text = fit.dry_run_report(cfg, 8 * GB)
+    assert "Memory estimate (sdxl, 1024 px, batch 2)" in text
+    assert "does not fit" in text
+    assert "train.gradient_checkpointing = True" in text
+    assert "fits (" in fit.dry_run_report(_cfg(kind="sd1", resolution=512), 24 * GB)
+
+
+def test_kind_is_read_from_the_model_when_auto(tmp_path):
+    cfg = Config().replace(model={"kind": "auto", "base": str(resource("models", "sdxl"))})
+    assert fit.guess_kind(cfg) == "sdxl"
+    cfg = Config().replace(model={"kind": "auto", "base": str(resource("models", "sd2"))})
+    assert fit.guess_kind(cfg) == "sd2"
+    header = json.dumps({"conditioner.embedders.1.model.ln_final.weight": {"dtype": "F16", "shape": [1], "data_offsets": [0, 2]}}).encode()
+    f = tmp_path / "model.safetensors"
+    f.write_bytes(struct.pack("<Q", len(header)) + header + b"\0\0")
+    assert fit.guess_kind(Config().replace(model={"kind": "auto", "base": str(f)})) == "sdxl"
+    # Nothing to read: the resolution decides.
+    assert fit.guess_kind(Config().replace(model={"kind": "auto", "base": ""}, train={"resolution": 1024})) == "sdxl"
+    assert fit.guess_kind(Config().replace(model={"kind": "auto", "base": ""}, train={"resolution": 512})) == "sd1"
