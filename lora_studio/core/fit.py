@@ -43,10 +43,8 @@ CUBLAS_WORKSPACE_BYTES = 64 * MiB
 FP8_INFLIGHT_SHARE = 0.15
 # VAE encoder (fp32, no grad): its peak is five 128-channel fp32 maps of the image (measured, 2,560 B/pixel).
 VAE_ENCODE_BYTES_PER_PIXEL = 2560
-# How the engine caches today (engine/trainer.py + engine/train.py): the Trainer places the UNet and the text
-# encoders on the GPU before the images are encoded, one at a time. If caching moves ahead of placing the
-# UNet, set this False: the caching peak drops by the UNet's weights.
-UNET_ON_GPU_WHILE_CACHING = True
+# How the engine caches (engine/trainer.py + engine/train.py): the VAE and text encoders are on the GPU
+# while the images are encoded; the UNet goes there only afterwards (`Trainer.ready`).
 
 
 @dataclass(frozen=True)
@@ -200,8 +198,8 @@ def estimate_peak_bytes(
     enc_transient = VAE_ENCODE_BYTES_PER_PIXEL * resolution * resolution if cache_latents else 0
     cache_slack = int(ALLOCATOR_SLACK * enc_transient)
     caching = {
-        "weights": int((unet_w if UNET_ON_GPU_WHILE_CACHING else 0) + vae_w + te_w),
-        "lora+optimizer": int(lora * 4 if UNET_ON_GPU_WHILE_CACHING else 0),
+        "weights": int(vae_w + te_w),
+        "lora+optimizer": 0,
         "activations": 0,
         "workspace": int(enc_transient + CUBLAS_WORKSPACE_BYTES + cache_slack + CUDA_CONTEXT_BYTES),
     }

@@ -116,22 +116,12 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
     trainer = Trainer(models, cfg, acc)
     plan = BatchPlan(data.items, cfg, acc.num_processes)
 
-    start_step = 0
     ckpts = checkpoint.list_checkpoints(run_dir)
-    if resume and ckpts:
-        step0, path = ckpts[-1]
-        weights, optim, sched, rng, state = checkpoint.load(path)
-        lora.load_lora_state(weights, *trainer.lora_modules)
-        trainer.optimizer.load_state_dict(optim)
-        trainer.lr_scheduler.load_state_dict(sched)
-        checkpoint.restore_rng(rng)
-        start_step = state["step"]
-        trainer.micro_step = start_step * cfg.train.gradient_accumulation
-        started_at = state.get("training_started_at", time.time())
-    else:
-        if resume:
-            emit(ev.Warning("There is no checkpoint to resume from; starting from step 0.", code="nothing_to_resume"))
-        started_at = time.time()
+    saved = checkpoint.load(ckpts[-1][1]) if resume and ckpts else None
+    if resume and saved is None:
+        emit(ev.Warning("There is no checkpoint to resume from; starting from step 0.", code="nothing_to_resume"))
+    start_step = saved[4]["step"] if saved else 0
+    started_at = saved[4].get("training_started_at", time.time()) if saved else time.time()
 
     total = cfg.train.max_steps
     emit(ev.Started(str(run_dir), total, models.kind, models.prediction, start_step=start_step, device=str(acc.device), num_images=len(data.items)))
@@ -146,6 +136,14 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
 
     enc.cache(caching_progress)
     _offload(trainer, enc)
+    trainer.ready()
+    if saved:
+        weights, optim, sched, rng, _ = saved
+        lora.load_lora_state(weights, *trainer.lora_modules)
+        trainer.optimizer.load_state_dict(optim)
+        trainer.lr_scheduler.load_state_dict(sched)
+        checkpoint.restore_rng(rng)
+        trainer.micro_step = start_step * cfg.train.gradient_accumulation
 
     info = {
         "model_kind": models.kind, "prediction": models.prediction, "base_model": cfg.model.base, "base_name": models.base_name,

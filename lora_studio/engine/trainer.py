@@ -45,19 +45,33 @@ class Trainer:
         self.alphas_cumprod = self.noise_scheduler.alphas_cumprod.to(self.device)
         self.micro_step = 0  # micro-batches seen; seeds each step's noise so resume is exact
 
-        unet, tes = models.unet, models.text_encoders
-        self._place(unet)
+        # The UNet goes onto the GPU only in `ready()`, after the images and captions are encoded: then the
+        # VAE and text encoders have left, and caching never holds every model at once (SDXL's peak).
+        tes = models.text_encoders
         for te in tes:
             self._place(te)
         models.vae.to(self.device, dtype=torch.float32)  # fp32: SDXL's VAE overflows to NaN in fp16
-
+        self.unet = models.unet
+        self.text_encoders = tes
+        self.optimizer = None
+        self.lr_scheduler = None
+        self.params: list[torch.nn.Parameter] = []
         net = cfg.network
+        self._te_params = []
+        if self.train_te:
+            te_cfg = lora.lora_config(net.rank, net.alpha, lora.TEXT_ENCODER, net.dropout)
+            self._te_params = [p for te in tes for p in lora.add_lora(te, te_cfg)]
+
+    def ready(self) -> None:
+        """Put the UNet on the device with its LoRA, build the optimizer and hand both to accelerate."""
+        if self.optimizer is not None:
+            return
+        cfg, net, unet, tes = self.cfg, self.cfg.network, self.models.unet, self.models.text_encoders
+        self._place(unet)
         params = lora.add_lora(unet, lora.lora_config(net.rank, net.alpha, lora.unet_targets(net.targets), net.dropout))
         groups = [{"params": params, "lr": cfg.train.learning_rate}]
         if self.train_te:
-            te_cfg = lora.lora_config(net.rank, net.alpha, lora.TEXT_ENCODER, net.dropout)
-            te_params = [p for te in tes for p in lora.add_lora(te, te_cfg)]
-            groups.append({"params": te_params, "lr": net.text_encoder_lr})
+            groups.append({"params": self._te_params, "lr": net.text_encoder_lr})
         self.params = [p for g in groups for p in g["params"]]
         if cfg.train.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
@@ -72,7 +86,7 @@ class Trainer:
         self.lr_scheduler = get_scheduler(
             cfg.train.lr_scheduler, self.optimizer, num_warmup_steps=cfg.train.warmup_steps, num_training_steps=cfg.train.max_steps
         )
-        prepared = accelerator.prepare(unet, *(tes if self.train_te else []), self.optimizer)
+        prepared = self.accelerator.prepare(unet, *(tes if self.train_te else []), self.optimizer)
         self.unet, self.optimizer = prepared[0], prepared[-1]
         self.text_encoders = list(prepared[1:-1]) if self.train_te else tes
         if cfg.train.compile:
@@ -152,6 +166,7 @@ class Trainer:
 
     def train_step(self, batch: dict) -> torch.Tensor:
         """One micro-batch (an optimizer step every gradient_accumulation of them). Returns the loss."""
+        self.ready()
         acc = self.accelerator
         g = self._noise_generator()
         self.micro_step += 1

@@ -31,24 +31,13 @@ def test_parts_sum_to_the_total(kind, batch_size):
         assert e.parts["activations"] > 0 and e.parts["lora+optimizer"] > 0
 
 
-def test_caching_latents_with_the_unet_placed_can_cost_more():
-    # The engine today places the UNet before encoding: at batch 1 with checkpointing, encoding a
-    # 1024 px image next to SDXL's UNet and text encoders outweighs encoding it inside every step.
-    assert fit.UNET_ON_GPU_WHILE_CACHING
-    cached = est("sdxl", 1024, 1, gradient_checkpointing=True)
-    uncached = est("sdxl", 1024, 1, gradient_checkpointing=True, cache_latents=False)
-    assert cached.phase == "caching" and uncached.phase == "training"
-    assert cached.total_bytes > uncached.total_bytes
-
-
-def test_the_caching_phase_can_be_the_peak():
-    # Encoding a 1024 px image through the fp32 VAE with the SDXL UNet and both text encoders placed
-    # outweighs a checkpointed batch-1 step; at batch 8 the step does.
-    small = est("sdxl", 1024, 1, gradient_checkpointing=True)
-    assert small.phase == "caching"
-    assert any("encoding the images" in n for n in small.notes)
-    assert est("sdxl", 1024, 8, gradient_checkpointing=True).phase == "training"
-    # Without caching there is no caching peak.
+def test_caching_without_the_unet_stays_within_the_targets():
+    # The engine encodes with only the VAE and text encoders on the GPU; the UNet comes afterwards.
+    # So SDXL at 1024 px (a 2.7 GB fp32 VAE encode) peaks in the step in bf16, and within 6 GB in fp8.
+    bf16 = est("sdxl", 1024, 1, gradient_checkpointing=True)
+    fp8 = est("sdxl", 1024, 1, gradient_checkpointing=True, base_weights="fp8")
+    assert bf16.phase == "training" and bf16.allocated_bytes <= 8e9
+    assert fp8.allocated_bytes <= 6e9
     assert est("sd1", 512, 1, cache_latents=False, cache_text_encoder=False).phase == "training"
 
 
@@ -66,9 +55,8 @@ def test_more_batch_resolution_or_rank_costs_more(kind):
 @pytest.mark.parametrize("kind", fit.KINDS)
 @pytest.mark.parametrize("batch_size", [1, 2, 8])
 @pytest.mark.parametrize("checkpointing", [False, True])
-def test_checkpointing_smaller_weights_and_caching_never_cost_more(kind, batch_size, checkpointing, monkeypatch):
-    # With the caching order the engine should have (encode before the UNet goes to the GPU).
-    monkeypatch.setattr(fit, "UNET_ON_GPU_WHILE_CACHING", False)
+def test_checkpointing_smaller_weights_and_caching_never_cost_more(kind, batch_size, checkpointing):
+    # The engine encodes before the UNet goes to the GPU, so caching never costs more than not caching.
     res = 1024 if kind == "sdxl" else 512
     plain = est(kind, res, batch_size, gradient_checkpointing=checkpointing).total_bytes
     assert est(kind, res, batch_size, gradient_checkpointing=True).total_bytes <= plain
