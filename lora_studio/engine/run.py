@@ -95,7 +95,7 @@ def _oom_error(cfg, on_gpu: bool = True) -> ev.Error:
 
             total = _gpu_total()
             estimate = fit.estimate_for_config(cfg)
-            message = f"{where} ran out of memory during training (estimated need ≈ {estimate.total_bytes / 2**30:.1f} GB of {total / 2**30:.1f} GB)."
+            message = f"{where} ran out of memory during training (the estimate for these settings: {fit.fit_report(estimate, total)})."
             suggestions = fit.suggest_settings(cfg, total)
             if suggestions:
                 hint = f"Try: {suggestions[0][0]}; then resume with --resume (the last checkpoint is intact)."
@@ -139,6 +139,19 @@ def _run_config(config_path: Path, resume: bool) -> Path:
     return project.new_run(cfg)[0]
 
 
+def _dry_run_config(config_path: Path):
+    """The settings as a run would use them, without creating a run folder."""
+    from lora_studio.core.project import PROJECT_FILE
+
+    cfg = config_mod.load(config_path, check=False)
+    if config_path.name == PROJECT_FILE and not cfg.output.dir.strip():
+        cfg = cfg.replace(output={"dir": str(config_path.parent.resolve() / "runs" / "<new run>")})
+    problems = config_mod.validate(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
 def train_command(config_path: Path, *, resume: bool = False, dry_run: bool = False) -> int:
     events_out = sys.stdout
     if os.environ.get("RANK", "0") != "0":
@@ -148,9 +161,9 @@ def train_command(config_path: Path, *, resume: bool = False, dry_run: bool = Fa
     sink = StreamSink(events_out)
     cfg = None
     try:
-        cfg = config_mod.load(_run_config(Path(config_path), resume))
         if dry_run:
-            return _dry_run(cfg, events_out)
+            return _dry_run(_dry_run_config(Path(config_path)), events_out)
+        cfg = config_mod.load(_run_config(Path(config_path), resume))
         from lora_studio.engine.train import train
 
         finished = train(cfg, sink, StdinCommands(), resume=resume)

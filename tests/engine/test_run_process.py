@@ -169,3 +169,14 @@ def test_a_project_file_trains_into_a_new_run(tiny_model_dir, dataset, tmp_path)
     assert len(runs) == 1 and (runs[0] / "tstyle.safetensors").exists()
     started = next(e for e in events_of(first.stdout) if e.type == "started")
     assert started.run_dir == str(runs[0])
+
+
+def test_dry_run_checks_settings_budget_and_memory_without_training(tiny_model_dir, dataset, tmp_path):
+    cfg = tiny_config(tiny_model_dir, dataset, tmp_path / "run", train={"max_steps": 30})
+    done = subprocess.run([sys.executable, "-m", "lora_studio", "train", str(write_config(cfg, tmp_path / "run.toml")), "--dry-run"],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 0, done.stderr
+    # 4 images x 5 repeats = 20 samples per epoch; 30 steps at batch 2 = 60 samples = 3 epochs.
+    assert "Settings are valid" in done.stdout and "30 steps" in done.stdout and "batch 2" in done.stdout
+    assert "GB" in done.stdout
+    assert not (tmp_path / "run" / "checkpoints").exists()
