@@ -207,6 +207,9 @@ class RunPanel(QWidget):
         history.run_selected.connect(self.show_run)
         self.run_started.connect(history.set_active_run)
         self.run_finished.connect(lambda *_: history.set_active_run(None))
+        # The live run's row (started time, step, loss) catches up at each checkpoint, not only at the end.
+        self.runner.started_event.connect(lambda _: history.refresh())
+        self.runner.checkpoint_event.connect(lambda _: history.refresh())
 
     def is_training(self) -> bool:
         return self.runner.is_running()
