@@ -14,18 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-
-def bytes_to_unicode() -> dict[int, str]:
-    # GPT-2 / CLIP byte-level mapping: printable bytes map to themselves, the rest to unused code points.
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
+from lora_studio.core.tokens import bytes_to_unicode  # the same byte map the token counter uses
 
 
 def derive(gz_path: Path, out_dir: Path) -> None:

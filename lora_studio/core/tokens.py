@@ -32,7 +32,7 @@ _CONTRACTIONS = ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d")  # tried in this o
 _WHITESPACE = re.compile(r"[^\S\x1c-\x1f]+")
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible map from bytes to printable characters (so BPE never sees a space)."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     chars = printable[:]
@@ -53,7 +53,7 @@ class _ClipBpe:
             lines = f.read().split("\n")
         merges = [tuple(line.split()) for line in lines if line and not line.startswith("#version")]
         self.ranks: dict[tuple[str, ...], int] = {m: i for i, m in enumerate(merges) if len(m) == 2}
-        self.byte_chars = _bytes_to_unicode()
+        self.byte_chars = bytes_to_unicode()
         self.cache: dict[str, list[int]] = {}
 
     def word_ids(self, word: str) -> list[int]:

@@ -40,3 +40,23 @@ def tiny_config(model_dir: Path, data_dir: Path, run_dir: Path, **sections) -> c
 def write_config(cfg: config_mod.Config, path: Path) -> Path:
     config_mod.save(cfg, path)
     return path
+
+
+def assert_lora_loads_changes_and_vanishes_at_zero(pipe, lora_file, size: int = 64) -> None:
+    """What every UI does with the file, done by diffusers: load it, see the image change, and see the
+    base image again at adapter weight 0."""
+    import torch
+
+    pipe.set_progress_bar_config(disable=True)
+
+    def image():
+        g = torch.Generator().manual_seed(0)
+        return pipe("tstyle, a circle", num_inference_steps=2, height=size, width=size, generator=g, output_type="pt").images
+
+    before = image()
+    pipe.load_lora_weights(str(lora_file), adapter_name="style")  # raises on any key it cannot place
+    changed = image()
+    pipe.set_adapters(["style"], adapter_weights=[0.0])
+    at_zero = image()
+    assert (changed - before).abs().max() > 1e-3
+    assert torch.allclose(at_zero, before, atol=1e-5)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from engine_fixtures import make_dataset, tiny_config, write_config
+from engine_fixtures import assert_lora_loads_changes_and_vanishes_at_zero, make_dataset, tiny_config, write_config
 
 from lora_studio.core import events as ev
 
@@ -51,23 +51,10 @@ def test_train_exports_a_lora_that_diffusers_loads(tiny_model_dir, dataset, tmp_
     exported = events[-2]
     assert exported.verified, exported.problems
 
-    import torch
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(tiny_model_dir, safety_checker=None, local_files_only=True)
-    pipe.set_progress_bar_config(disable=True)
-
-    def image():
-        g = torch.Generator().manual_seed(0)
-        return pipe("tstyle, a circle", num_inference_steps=2, height=64, width=64, generator=g, output_type="pt").images
-
-    before = image()
-    pipe.load_lora_weights(exported.path, adapter_name="style")
-    changed = image()
-    pipe.set_adapters(["style"], adapter_weights=[0.0])
-    at_zero = image()
-    assert (changed - before).abs().max() > 1e-3
-    assert torch.allclose(at_zero, before, atol=1e-5)
+    assert_lora_loads_changes_and_vanishes_at_zero(pipe, exported.path)
 
 
 def _wait_for(proc, type_name: str) -> list[str]:

@@ -8,8 +8,7 @@ import subprocess
 import sys
 
 import pytest
-import torch
-from engine_fixtures import make_dataset, tiny_config, write_config
+from engine_fixtures import assert_lora_loads_changes_and_vanishes_at_zero, make_dataset, tiny_config, write_config
 
 from lora_studio.core import events as ev
 from lora_studio.engine import ldm_convert, tiny
@@ -35,18 +34,4 @@ def test_single_file_checkpoint_trains_and_exports_a_loadable_lora(kind, dataset
     exported = next(e for e in events if isinstance(e, ev.Exported))
     assert exported.verified, exported.problems
 
-    pipe = tiny.pipeline(kind, seed=3)
-    pipe.set_progress_bar_config(disable=True)
-    size = 64
-
-    def image():
-        g = torch.Generator().manual_seed(0)
-        return pipe("tstyle, a circle", num_inference_steps=2, height=size, width=size, generator=g, output_type="pt").images
-
-    before = image()
-    pipe.load_lora_weights(exported.path, adapter_name="style")
-    changed = image()
-    pipe.set_adapters(["style"], adapter_weights=[0.0])
-    at_zero = image()
-    assert (changed - before).abs().max() > 1e-3
-    assert torch.allclose(at_zero, before, atol=1e-5)
+    assert_lora_loads_changes_and_vanishes_at_zero(tiny.pipeline(kind, seed=3), exported.path)
