@@ -76,9 +76,13 @@ def train(cfg: Config, sink: ev.EventSink, commands: CommandSource | None = None
 
 def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: bool) -> ev.Finished:
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     mixed, weight_dtype = resolve_precision(cfg, torch.device(device_type))
+    # A second run in one process (tests, the bench) may use another precision: accelerate keeps its state
+    # in a singleton, so forget the previous run's choice (the process group itself is kept).
+    AcceleratorState._reset_state()
     acc = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.train.gradient_accumulation, cpu=device_type == "cpu")
     main = acc.is_main_process
 

@@ -96,8 +96,10 @@ def test_a_rerun_without_resume_is_refused_and_loses_nothing(tiny_model_dir, dat
         dict(train={"min_snr_gamma": 5.0, "noise_offset": 0.05, "gradient_accumulation": 2, "lr_scheduler": "linear"}),
         dict(dataset={"shuffle_tags": True, "keep_tokens": 1, "caption_dropout": 0.2, "flip": True, "random_crop": True}),
         dict(network={"train_text_encoder": True, "targets": "attention+ff"}, train={"gradient_checkpointing": True}),
+        dict(train={"mixed_precision": "bf16", "base_weights": "bf16"}),
+        dict(train={"base_weights": "fp8"}),
     ],
-    ids=["snr-offset-accum", "caption-and-image-augmentation", "text-encoder-ff-checkpointing"],
+    ids=["snr-offset-accum", "caption-and-image-augmentation", "text-encoder-ff-checkpointing", "bf16", "fp8-base-weights"],
 )
 def test_training_options(tiny_model_dir, dataset, tmp_path, sections):
     cfg = tiny_config(tiny_model_dir, dataset, tmp_path / "run", **sections)
