@@ -21,6 +21,14 @@ from lora_studio.engine.models import Models
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+def _to(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    # Models are loaded in their storage dtype already; casting again only makes diffusers warn.
+    if getattr(module, "dtype", None) == dtype:
+        module.to(device)
+    else:
+        module.to(device, dtype=dtype)
+
+
 def resolve_precision(cfg: Config, device: torch.device) -> tuple[str, torch.dtype]:
     """(accelerate mixed_precision, frozen-weight storage dtype). fp32 on CPU: CPU autocast is slow."""
     mp = cfg.train.mixed_precision
@@ -50,7 +58,7 @@ class Trainer:
         tes = models.text_encoders
         for te in tes:
             self._place(te)
-        models.vae.to(self.device, dtype=torch.float32)  # fp32: SDXL's VAE overflows to NaN in fp16
+        _to(models.vae, self.device, torch.float32)  # fp32: SDXL's VAE overflows to NaN in fp16
         self.unet = models.unet
         self.text_encoders = tes
         self.optimizer = None
@@ -104,7 +112,7 @@ class Trainer:
             else:  # text encoders (transformers) keep the compute dtype
                 module.to(dtype=self.compute_dtype)
         else:
-            module.to(self.device, dtype=self.weight_dtype)
+            _to(module, self.device, self.weight_dtype)
 
     def _optimizer(self, groups) -> torch.optim.Optimizer:
         t = self.cfg.train
