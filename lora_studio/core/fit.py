@@ -14,9 +14,10 @@ The model (docs/performance.md, "The fit estimate", has the derivation):
   AdamW moments; 10 with 8-bit AdamW).
 - activations: what the forward pass keeps for backward, per sample, linear in the latent area
   ((resolution / 8)²), with and without gradient checkpointing. Calibrated by simulating our training step on
-  the full-size UNets under FakeTensorMode with CUDA's autocast policy (`python -m lora_studio.engine.bench
-  calibrate`; flash / memory-efficient attention, so O(tokens) memory per head). fp32 compute doubles
-  them; fp32 weights under 16-bit autocast add the 16-bit copies of the weights that the matmuls keep.
+  the full-size UNets under FakeTensorMode with CUDA's autocast policy
+  (`python -m lora_studio.engine.fit_calibration`; flash / memory-efficient attention, so O(tokens) memory per
+  head). fp32 compute doubles them; fp32 weights under 16-bit autocast add the 16-bit copies of the weights
+  that the matmuls keep.
 - workspace: the transient rise above that during backward (also calibrated), a VAE encode per step when
   latents are not cached, the upcast fp8 layers, cuBLAS workspace, and what the CUDA context and the caching
   allocator take beyond the tensors (not in torch.cuda.max_memory_allocated; see `Estimate.overhead_bytes`).
@@ -65,7 +66,7 @@ class Arch:
 
 
 # Parameter counts: the shipped configs (resources/models/*), counted on the meta device.
-# Activation coefficients: `python -m lora_studio.engine.bench calibrate` (see docs/performance.md).
+# Activation coefficients: `python -m lora_studio.engine.fit_calibration` (see docs/performance.md).
 ARCHS: dict[str, Arch] = {
     "sd1": Arch(
         unet=859_520_964, unet_matmul=859_077_120, vae=83_653_863, text_encoders=(123_060_480,), te_layers=((12, 768),),

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from lora_studio.engine import bench, tiny
+from lora_studio.engine import bench, fit_calibration, measure, tiny
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_flop_counter_counts_a_unet_step_and_scales_with_batch():
     unet = tiny.unet("sd1")
     unet.requires_grad_(False)
     unet.conv_in.requires_grad_(True)  # something to backpropagate into, through the whole UNet
-    flops = {b: bench.count_flops(_unet_step(unet, b)) for b in (1, 2, 4)}
+    flops = {b: measure.count_flops(_unet_step(unet, b)) for b in (1, 2, 4)}
     assert flops[1] > 0
     assert flops[2] / flops[1] == pytest.approx(2, rel=0.05)
     assert flops[4] / flops[1] == pytest.approx(4, rel=0.05)
@@ -89,7 +89,7 @@ def test_flop_counter_includes_cpu_attention():
 
     with FlopCounterMode(display=False) as stock:
         attn()
-    ours = bench.count_flops(attn)
+    ours = measure.count_flops(attn)
     # Forward QK^T and AV: 2 * (2 * B * H * N * N * D); torch counts 2.5 times that for backward (five
     # matmuls: flash attention recomputes the scores).
     forward = 2 * 2 * 2 * 4 * 64 * 64 * 16
@@ -97,7 +97,7 @@ def test_flop_counter_includes_cpu_attention():
 
 
 def test_live_tensor_bytes_tracks_allocations_and_frees():
-    tracker = bench.LiveTensorBytes()
+    tracker = measure.LiveTensorBytes()
     with tracker:
         a = torch.empty(1000, dtype=torch.float32)
         b = torch.empty(500, dtype=torch.float32)
@@ -115,7 +115,7 @@ def test_fit_estimate_matches_a_simulated_full_size_step(checkpointing):
     # within 10 % of the simulated peak, so a change to the UNet, the LoRA targets or the step shows up here.
     from lora_studio.core import fit
 
-    sim = bench.simulate_step_memory("sd1", 256, 1, 16, gradient_checkpointing=checkpointing)
+    sim = fit_calibration.simulate_step_memory("sd1", 256, 1, 16, gradient_checkpointing=checkpointing)
     est = fit.estimate_peak_bytes("sd1", 256, 1, 16, gradient_checkpointing=checkpointing, base_weights="bf16",
                                   mixed_precision="bf16", phase="training")
     assert est.parts["weights"] == sim["weights"]
