@@ -138,17 +138,18 @@ def _load_folder(path: Path, cfg: ModelConfig, dtype: torch.dtype) -> Models:
     return Models(kind, prediction, unet, vae, text_encoders, tokenizers, sched, path.name, notes, "folder", path)
 
 
+def _existing(value: str, what: str, hint: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise UserError(f"{what} {path} does not exist.", hint=hint, code="model_not_found")
+    return path
+
+
 def _load_vae_override(models: Models, cfg: ModelConfig) -> None:
     """model.vae: a replacement VAE (diffusers folder or single file), e.g. a fixed SDXL fp16 VAE."""
     from diffusers import AutoencoderKL
 
-    path = Path(cfg.vae).expanduser()
-    if not path.exists():
-        raise UserError(
-            f"The VAE {path} does not exist.",
-            hint="Set model.vae to a VAE .safetensors file or folder, or leave it empty to use the base model's VAE.",
-            code="model_not_found",
-        )
+    path = _existing(cfg.vae, "The VAE", "Set model.vae to a VAE .safetensors file or folder, or leave it empty to use the base model's VAE.")
     if path.is_dir():
         sub = "vae" if (path / "vae" / "config.json").exists() else None
         vae = AutoencoderKL.from_pretrained(path, subfolder=sub, torch_dtype=torch.float32, local_files_only=True)
@@ -167,13 +168,7 @@ def load_models(cfg: ModelConfig, dtype: torch.dtype = torch.float32, *, config_
     `config_dir` (single files only) overrides the architecture config folder; without it a
     `<stem>.config/` folder next to the file is used, else the shipped config of the detected kind.
     """
-    path = Path(cfg.base).expanduser()
-    if not path.exists():
-        raise UserError(
-            f"The base model {path} does not exist.",
-            hint="Set model.base to a diffusers model folder or a .safetensors checkpoint.",
-            code="model_not_found",
-        )
+    path = _existing(cfg.base, "The base model", "Set model.base to a diffusers model folder or a .safetensors checkpoint.")
     if path.is_dir():
         if not (path / "model_index.json").exists():
             raise UserError(

@@ -62,7 +62,7 @@ def reference_modules(model_kind: str, unet: torch.nn.Module, text_encoders: lis
 
 # --- building a base model's architecture on the meta device --------------------------------------
 
-def _meta_from_folder(folder: Path, kind: str) -> tuple[Any, list[Any]]:
+def meta_from_folder(folder: Path, kind: str) -> tuple[Any, list[Any]]:
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -86,14 +86,14 @@ def reference_for_base(base: str | Path, model_kind: str | None = None) -> Refer
     path = Path(base).expanduser()
     if path.is_dir() and (path / "model_index.json").is_file():
         kind = model_kind if model_kind in kohya.KINDS else models.detect_folder_kind(path)
-        return reference_modules(kind, *_meta_from_folder(path, kind))
+        return reference_modules(kind, *meta_from_folder(path, kind))
     if path.is_file() and path.suffix.lower() == ".safetensors":
         from lora_studio.engine import single_file
 
         kind = single_file.detect_file(path).kind
         sidecar = single_file.sidecar_config(path)
         folder = sidecar if sidecar.is_dir() else models.shipped_config(kind)
-        return reference_modules(kind, *_meta_from_folder(folder, kind))
+        return reference_modules(kind, *meta_from_folder(folder, kind))
     raise UserError(
         f"The base model {path} does not exist or is not a model LoRA Studio can read.",
         hint="Pass a diffusers model folder (with model_index.json) or a .safetensors checkpoint.",
@@ -105,7 +105,7 @@ def reference_for_kind(kind: str) -> Reference:
     """The standard architecture of a kind (the shipped SD1.5 / SD2.1 / SDXL configs)."""
     from lora_studio.engine.models import shipped_config
 
-    return reference_modules(kind, *_meta_from_folder(shipped_config(kind), kind))
+    return reference_modules(kind, *meta_from_folder(shipped_config(kind), kind))
 
 
 def reference_for_run(state: dict) -> tuple[Reference, str, list[str]]:

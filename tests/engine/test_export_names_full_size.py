@@ -13,7 +13,7 @@ from lora_studio.core.resources import resource
 from lora_studio.engine import kohya
 from lora_studio.engine.export import to_kohya, write_kohya
 from lora_studio.engine.inspect import inspect_file
-from lora_studio.engine.verify import RANK, reference_modules, verify_file
+from lora_studio.engine.verify import RANK, meta_from_folder, reference_modules, verify_file
 
 UNET_ATTN = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0")
 TE_ATTN = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj")
@@ -22,16 +22,7 @@ CASES = [("sd1", 128, (12,), (768,), 768), ("sdxl", 560, (12, 32), (768, 1280), 
 
 
 def _meta_models(kind: str):
-    from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    folder = resource("models", kind)
-    with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(str(folder / "unet")))
-        encoders = [CLIPTextModel(CLIPTextConfig.from_json_file(str(folder / "text_encoder" / "config.json")))]
-        if kind == "sdxl":
-            encoders.append(CLIPTextModelWithProjection(CLIPTextConfig.from_json_file(str(folder / "text_encoder_2" / "config.json"))))
-    return unet, encoders
+    return meta_from_folder(resource("models", kind), kind)
 
 
 @pytest.mark.parametrize(("kind", "n_unet", "te_layers", "te_widths", "context"), CASES)
