@@ -328,6 +328,15 @@ def _run_bench(preset_name: str, *, steps: int | None, batch_size: int | None, d
         "date": date,
         "wall_s": time.perf_counter() - began,
     }
+    if preset.size == "full" and dev.type == "cuda":
+        # The fit estimate's ±15 % check (issue #5): the engine's measured peak against what the app predicts.
+        from lora_studio.core import fit
+
+        est = fit.estimate_for_config(cfg)
+        doc["fit_estimate"] = {
+            "allocated_bytes": est.allocated_bytes, "phase": est.phase, "parts": est.parts,
+            "measured_over_estimate": ours["peak_memory_bytes"] / est.allocated_bytes,
+        }
     if mismatched:
         log(f"  warning: the sides' settings differ: {mismatched}")
     return doc
@@ -352,6 +361,9 @@ def format_table(doc: dict) -> str:
         lines.append(f"{name:<12}{b['samples_per_s']:>11.2f}{b['median_step_s'] * 1000:>11.1f} ms{_fmt_bytes(b['peak_memory_bytes']):>14}"
                      f"{b['flops_per_step'] / 1e9:>12.2f}{mfu:>8}")
     lines.append(f"speedup: {doc['speedup']:.2f}× (samples/s, lora_studio ÷ reference); settings match: {s['settings_match']}")
+    if "fit_estimate" in doc:
+        f = doc["fit_estimate"]
+        lines.append(f"fit estimate: {_fmt_bytes(f['allocated_bytes'])} ({f['phase']}); measured ÷ estimate = {f['measured_over_estimate']:.2f}")
     return "\n".join(lines)
 
 
