@@ -113,7 +113,9 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
 
     stop_requested()
     emit(ev.Status("loading", "Loading the base model"))
-    models = load_models(cfg.model, dtype=torch.float32 if weight_dtype == torch.float8_e4m3fn else weight_dtype)
+    # fp8 storage starts from the compute dtype (bf16 / fp16 on a GPU): casting happens on the CPU, in Trainer.
+    compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed, torch.float32)
+    models = load_models(cfg.model, dtype=compute if weight_dtype == torch.float8_e4m3fn else weight_dtype)
     for note in models.notes:
         emit(ev.Status("loading", note))
     stop_requested()

@@ -105,12 +105,13 @@ class Trainer:
 
     def _place(self, module: torch.nn.Module) -> None:
         if self.weight_dtype == torch.float8_e4m3fn:
-            # fp8 storage, upcast layer by layer to the compute dtype (diffusers' layerwise casting).
-            module.to(self.device)
+            # fp8 storage, upcast layer by layer to the compute dtype (diffusers' layerwise casting). Cast on
+            # the CPU first, so the full-precision weights never reach the GPU.
             if hasattr(module, "enable_layerwise_casting"):
                 module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=self.compute_dtype)
+                module.to(self.device)
             else:  # text encoders (transformers) keep the compute dtype
-                module.to(dtype=self.compute_dtype)
+                _to(module, self.device, self.compute_dtype)
         else:
             _to(module, self.device, self.weight_dtype)
 
