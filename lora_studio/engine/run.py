@@ -139,6 +139,16 @@ def _run_config(config_path: Path, resume: bool) -> Path:
     return project.new_run(cfg)[0]
 
 
+def _keep_in_run(sink: StreamSink, cfg) -> None:
+    """A run that fails before it starts (no images, a missing model) still records why in its own
+    events.jsonl, so the app's history can say so later. An earlier run's log is never touched."""
+    if sink.log_file is not None or cfg is None or not cfg.output.dir:
+        return
+    run_dir = Path(cfg.output.dir)
+    if run_dir.is_dir() and not (run_dir / "events.jsonl").exists():
+        sink.attach_run_dir(run_dir)
+
+
 def _dry_run_config(config_path: Path):
     """The settings as a run would use them, without creating a run folder."""
     from lora_studio.core.project import PROJECT_FILE
@@ -168,12 +178,13 @@ def train_command(config_path: Path, *, resume: bool = False, dry_run: bool = Fa
 
         finished = train(cfg, sink, StdinCommands(), resume=resume)
         return 0 if finished.status in ("completed", "stopped") else 1
-    except ConfigError as e:
-        sink.emit(ev.Error(e.code, e.message, e.hint))
     except UserError as e:
+        _keep_in_run(sink, cfg)
         sink.emit(ev.Error(e.code, e.message, e.hint))
     except Exception as e:  # noqa: BLE001 - the last line of defence: report, never a bare traceback
         import torch
+
+        _keep_in_run(sink, cfg)
 
         if isinstance(e, torch.OutOfMemoryError):
             sink.emit(_oom_error(cfg))

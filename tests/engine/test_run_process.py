@@ -100,6 +100,9 @@ def test_user_mistakes_give_one_clear_error(tiny_model_dir, dataset, tmp_path):
 
     rc, e = _error(write_config(good.replace(model={"base": str(tmp_path / "nope")}), tmp_path / "a.toml"))
     assert rc != 0 and e.code == "model_not_found" and "nope" in e.message and e.hint
+    # The failed run keeps the reason in its own log, for the app's history.
+    logged = list(ev.read_jsonl(tmp_path / "run" / "events.jsonl"))
+    assert [x.code for x in logged if x.type == "error"] == ["model_not_found"] and logged[-1].type == "finished"
 
     empty = tmp_path / "empty"
     empty.mkdir()
