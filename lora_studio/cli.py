@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lora_studio.core.errors import UserError
 
-SUBCOMMANDS = ("train", "export", "inspect", "bench", "demo", "gui")
+SUBCOMMANDS = ("train", "export", "compare", "inspect", "bench", "demo", "gui")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +29,15 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--step", type=int, default=None, help="the checkpoint step (default: the newest)")
     e.add_argument("--out", type=Path, default=None, help="the .safetensors file to write")
     e.add_argument("--events", action="store_true", help="report as JSON-lines events on stdout (what the app reads)")
+
+    c = sub.add_parser("compare", help="a grid to choose the result: checkpoints x LoRA strengths x trigger on/off")
+    c.add_argument("run_dir", type=Path)
+    c.add_argument("--steps", default=None, help="checkpoint steps, comma-separated (default: every checkpoint kept)")
+    c.add_argument("--strengths", default="0.5,1.0", help="LoRA strengths, comma-separated (default: 0.5,1.0)")
+    c.add_argument("--prompt", action="append", default=None, help="a prompt (repeatable; default: the run's sample prompts)")
+    c.add_argument("--no-trigger-variants", action="store_true", help="only the prompts as written, not also without the trigger")
+    c.add_argument("--seed", type=int, default=None, help="the seed of every cell (default: the run's sample seed)")
+    c.add_argument("--sampling-steps", type=int, default=None, help="denoising steps per image (default: the run's)")
 
     i = sub.add_parser("inspect", help="show what a LoRA file holds (and verify it against a base model)")
     i.add_argument("file", type=Path)
@@ -67,6 +76,13 @@ def _run(args: argparse.Namespace) -> int:
         from lora_studio.engine.export import export_command
 
         return export_command(args.run_dir, step=args.step, out=args.out)
+    if args.command == "compare":
+        from lora_studio.engine.compare import compare_command
+
+        return compare_command(
+            args.run_dir, steps=_numbers(args.steps, int), strengths=_numbers(args.strengths, float), prompts=args.prompt,
+            trigger_variants=not args.no_trigger_variants, seed=args.seed, sampling_steps=args.sampling_steps,
+        )
     if args.command == "inspect":
         from lora_studio.engine.inspect import inspect_command
 
@@ -85,6 +101,15 @@ def _run(args: argparse.Namespace) -> int:
             return done.returncode
         return 0 if args.no_gui else _open_app(target)
     return _open_app(getattr(args, "project", None))
+
+
+def _numbers(text: str | None, kind):
+    if text is None:
+        return None
+    try:
+        return [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"{text!r} is not a comma-separated list of numbers.", hint="Write it like 200,400,600 or 0.5,1.0.") from None
 
 
 def _export_events(args: argparse.Namespace) -> int:

@@ -70,6 +70,21 @@ class Sample(Event):
 
 
 @dataclass(frozen=True)
+class CompareCell(Event):
+    """One image of a comparison grid: a checkpoint at a LoRA strength, with or without the trigger.
+    step 0 with strength 0 is the base model (the baseline row)."""
+
+    type: ClassVar[str] = "compare_cell"
+    step: int
+    strength: float
+    trigger: bool
+    prompt_index: int
+    prompt: str
+    seed: int
+    path: str
+
+
+@dataclass(frozen=True)
 class Checkpoint(Event):
     type: ClassVar[str] = "checkpoint"
     step: int
@@ -111,7 +126,7 @@ class Finished(Event):
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.type: cls for cls in (Started, Status, Progress, Sample, Checkpoint, Exported, Warning, Error, Finished)
+    cls.type: cls for cls in (Started, Status, Progress, Sample, CompareCell, Checkpoint, Exported, Warning, Error, Finished)
 }
 
 
