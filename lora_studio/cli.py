@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--strengths", default="0.5,1.0", help="LoRA strengths, comma-separated (default: 0.5,1.0)")
     c.add_argument("--prompt", action="append", default=None, help="a prompt (repeatable; default: the run's sample prompts)")
     c.add_argument("--no-trigger-variants", action="store_true", help="only the prompts as written, not also without the trigger")
-    c.add_argument("--seed", type=int, default=None, help="the seed of every cell (default: the run's sample seed)")
+    c.add_argument("--seed", type=int, default=None, help="the base seed: prompt i uses seed + i in every cell, as the run's samples do (default: the run's sample seed)")
     c.add_argument("--sampling-steps", type=int, default=None, help="denoising steps per image (default: the run's)")
 
     i = sub.add_parser("inspect", help="show what a LoRA file holds (and verify it against a base model)")
