@@ -62,7 +62,9 @@ class ExportDialog(QDialog):
         *,
         program: str | None = None,
         prefix_args: list[str] | None = None,
+        step: int | None = None,
     ):
+        """step preselects that checkpoint (the comparison grid's pick); None or an unknown step: the newest."""
         super().__init__(parent)
         self.run_dir = Path(run_dir)
         self.setWindowTitle(f"Export LoRA — {self.run_dir.name}")
@@ -79,8 +81,10 @@ class ExportDialog(QDialog):
 
         self.checkpoint_combo = QComboBox(self)
         steps = checkpoint_steps(self.run_dir)
-        for step in reversed(steps):
-            self.checkpoint_combo.addItem(f"Step {step:,}" + (" (newest)" if step == steps[-1] else ""), step)
+        for s in reversed(steps):
+            self.checkpoint_combo.addItem(f"Step {s:,}" + (" (newest)" if s == steps[-1] else ""), s)
+        if step is not None and (index := self.checkpoint_combo.findData(step)) >= 0:
+            self.checkpoint_combo.setCurrentIndex(index)
         self.checkpoint_combo.currentIndexChanged.connect(self._update_default_name)
 
         self.folder_combo = QComboBox(self)

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 
 from lora_studio.core import events as ev
 from lora_studio.core.errors import UserError
+from lora_studio.gui.compare_dialog import CompareDialog
 from lora_studio.gui.export_dialog import ExportDialog
 from lora_studio.gui.log_view import LogView
 from lora_studio.gui.loss_chart import LossChart
@@ -118,6 +119,7 @@ class RunPanel(QWidget):
         self._rate_window: deque[tuple[float, int]] = deque(maxlen=30)
         self._history: RunHistory | None = None
         self._export_dialog: ExportDialog | None = None
+        self._compare_dialog: CompareDialog | None = None
         self._build()
         self._connect_runner()
         self._update_buttons()
@@ -131,12 +133,17 @@ class RunPanel(QWidget):
                                          toolTip="Make sample images at the next step")
         self.save_button = QPushButton("Save now", self, clicked=lambda: self.runner.send("save"),
                                        toolTip="Save a resumable checkpoint at the next step")
+        self.compare_button = QPushButton(
+            "Compare…", self, clicked=self.open_compare_dialog,
+            toolTip="See this run's checkpoints side by side at a few LoRA strengths, with and without the "
+                    "trigger word, and export the one you like")
         self.export_button = QPushButton("Export…", self, clicked=self.open_export_dialog,
                                          toolTip="Export a checkpoint of this run as a LoRA file")
         buttons = QHBoxLayout()
         for b in (self.start_button, self.stop_button, self.resume_button, self.sample_button, self.save_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
+        buttons.addWidget(self.compare_button)
         buttons.addWidget(self.export_button)
 
         self.status_label = QLabel("Ready.", self)
@@ -294,6 +301,18 @@ class RunPanel(QWidget):
         dialog.open()
         return dialog
 
+    def open_compare_dialog(self) -> CompareDialog | None:
+        if self._run_dir is None or self.runner.is_running():
+            return None
+        dialog = CompareDialog(self._run_dir, self, program=self.runner.program, prefix_args=self.runner.prefix_args,
+                               lora_dirs=self.lora_dirs)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        if self._history is not None:
+            dialog.exported.connect(lambda _e: self._history.refresh())
+        self._compare_dialog = dialog
+        dialog.open()
+        return dialog
+
     # --- engine events ------------------------------------------------------------------------------
 
     def _launch(self, run_dir: Path, args: list[str]) -> None:
@@ -394,6 +413,7 @@ class RunPanel(QWidget):
         self.save_button.setEnabled(running and not stopping)
         can_export = not running and self._run_dir is not None and bool(checkpoint_steps(self._run_dir))
         self.export_button.setEnabled(can_export)
+        self.compare_button.setEnabled(can_export)
 
     def _toggle_log(self, shown: bool) -> None:
         self.log_view.setVisible(shown)

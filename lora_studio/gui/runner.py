@@ -64,6 +64,7 @@ class TrainingProcess(QObject):
     status_event = Signal(object)  # ev.Status
     progress_event = Signal(object)  # ev.Progress
     sample_event = Signal(object)  # ev.Sample
+    compare_cell_event = Signal(object)  # ev.CompareCell (the compare subcommand)
     checkpoint_event = Signal(object)  # ev.Checkpoint
     exported_event = Signal(object)  # ev.Exported
     warning_event = Signal(object)  # ev.Warning
@@ -100,7 +101,8 @@ class TrainingProcess(QObject):
         self._doomed: list[psutil.Process] = []
         self._signals = {
             ev.Started: self.started_event, ev.Status: self.status_event, ev.Progress: self.progress_event,
-            ev.Sample: self.sample_event, ev.Checkpoint: self.checkpoint_event, ev.Exported: self.exported_event,
+            ev.Sample: self.sample_event, ev.CompareCell: self.compare_cell_event,
+            ev.Checkpoint: self.checkpoint_event, ev.Exported: self.exported_event,
             ev.Warning: self.warning_event, ev.Error: self.error_event, ev.Finished: self.finished_event,
         }
         # One QProcess, reused for every start: deleting a QProcess whose signals are still queued is a
@@ -186,7 +188,7 @@ class TrainingProcess(QObject):
             return
         self._emit_event(ev.Error(
             code="engine_failed_to_start",
-            message="The training engine could not be started.",
+            message="The LoRA Studio engine could not be started.",
             hint=f"{self.program}: {self._process.errorString()}",
         ))
         self._end(False)
@@ -216,11 +218,11 @@ class TrainingProcess(QObject):
         if self._force_reason:
             return ev.Error(code="engine_killed", message="Training was ended before it could finish.", hint=hint)
         if crashed:
-            message = "The training engine crashed (it was ended by the system, often for lack of memory)."
+            message = "The LoRA Studio engine crashed (it was ended by the system, often for lack of memory)."
         elif exit_code == 0:
-            message = "The training engine exited without saying it had finished (exit code 0)."
+            message = "The LoRA Studio engine exited without saying it had finished (exit code 0)."
         else:
-            message = f"The training engine stopped unexpectedly (exit code {exit_code})."
+            message = f"The LoRA Studio engine stopped unexpectedly (exit code {exit_code})."
         return ev.Error(code="engine_crashed", message=message, hint=hint)
 
     # --- helpers ------------------------------------------------------------------------------------

@@ -2,11 +2,18 @@
 
     fake_engine.py [--replay FILE] [--delay S] [--crash-after N] [--ignore-stop] [--spawn-child]
                    [--problems] [--old-cli]  train CONFIG [--resume] | export RUN_DIR [--step N] [--out F] [--events]
+                   | compare RUN_DIR [--steps 20,40] [--strengths 0.5,1.0] [--prompt P]... [--no-trigger-variants]
+                                     [--seed S] [--sampling-steps K]
 
 It keeps the engine's promises that the GUI relies on: events on stdout (one JSON object a line, plus
 one stray non-JSON line and one line written in two halves), a human log on stderr, every event also
 appended to RUN_DIR/events.jsonl, real PNG files at the sample paths it announces, checkpoint folders
 with state.json, and stdin commands (stop / sample / save) read between events.
+
+`compare` replays compare_short.jsonl (a grid of 2 prompts: the base model, then steps 20 and 40 at strengths
+0.5 and 1.0, each with and without the trigger), keeping only the cells the arguments ask for, writing each
+cell's PNG and the folder's grid.json (the engine's shape: {"status", "cells": [{..., "file"}]}) as it goes;
+it refuses a step without a checkpoint, as the engine does.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ DATA = Path(__file__).with_name("data")
 RUN_SHORT = DATA / "run_short.jsonl"  # 46 events, 40 steps, 8 samples, 2 checkpoints, exported, completed
 RUN_OOM = DATA / "run_oom.jsonl"  # 4 progress steps, then an out_of_memory error and finished(failed)
 DEFAULT_REPLAY = RUN_SHORT
+COMPARE_SHORT = DATA / "compare_short.jsonl"  # 20 cells: (base + steps 20, 40 x 0.5, 1.0) x trigger on/off x 2 prompts
 
 
 # --- helpers for the tests (tests/gui is on sys.path, so they `from fake_engine import ...`) -------------
@@ -56,8 +64,9 @@ def replay_run(run_dir: Path, *options: str) -> Path:
 
 
 class Engine:
-    def __init__(self, run_dir: Path, delay: float):
+    def __init__(self, run_dir: Path, delay: float, log_events: bool = True):
         self.run_dir = run_dir
+        self.log_events = log_events  # a comparison's events do not belong to the training run's log
         self.delay = delay
         self.step = 0
         self.commands: queue.Queue[str] = queue.Queue()
@@ -73,6 +82,9 @@ class Engine:
             line = line[15:]
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
+        if not self.log_events:
+            self.emitted += 1
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / "events.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(data) + "\n")
@@ -119,6 +131,26 @@ def write_png(path: Path, hue: int, size: tuple[int, int]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     img = Image.new("RGB", size, ((hue * 53) % 256, (hue * 97) % 256, (hue * 29) % 256))
     img.paste((255, 255, 255), (size[0] // 4, size[1] // 4, size[0] // 2, size[1] // 2))
+    img.save(path)
+
+
+def write_compare_png(path: Path, cell: dict) -> None:
+    """A picture that changes the way a LoRA's does: the style (warm stripes) grows with step and strength,
+    and bleeds in faintly without the trigger word."""
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size = 256
+    y, x = np.mgrid[0:size, 0:size]
+    base = np.array([(70, 110, 160), (90, 140, 90)][cell["prompt_index"] % 2], dtype=np.float32)
+    sky = (1.0 - y / size * 0.5)[..., None]
+    stripe = ((x + y) // 24 % 2)[..., None]
+    warm = np.where(stripe, np.array([230, 150, 60]), np.array([180, 60, 90])).astype(np.float32)
+    amount = min(1.0, cell["strength"] * cell["step"] / 40) * (1.0 if cell["trigger"] else 0.25)
+    pixels = base * sky * (1 - amount) + warm * amount
+    img = Image.fromarray(pixels.clip(0, 255).astype(np.uint8), "RGB")
+    box = (64, 85, 192, 213) if cell["prompt_index"] % 2 == 0 else (85, 64, 171, 256)
+    img.paste((240, 240, 235), box)
     img.save(path)
 
 
@@ -205,11 +237,75 @@ def export(opts: argparse.Namespace) -> int:
     return 0
 
 
+def compare(opts: argparse.Namespace) -> int:
+    run_dir = Path(opts.run_dir).resolve()
+    engine = Engine(run_dir, opts.delay, log_events=False)
+    threading.Thread(target=read_stdin, args=(engine.commands,), daemon=True).start()
+    steps = [int(x) for x in opts.steps.split(",")] if opts.steps else None
+    strengths = [float(x) for x in opts.strengths.split(",")] if opts.strengths else None
+    print(f"comparing {run_dir.name}: steps {steps} strengths {strengths} prompts {opts.prompt} "
+          f"sampling steps {opts.sampling_steps}", file=sys.stderr, flush=True)
+    for step in steps or []:
+        if not (run_dir / "checkpoints" / f"step_{step:06d}").is_dir():
+            engine.emit({"type": "error", "code": "unknown_step", "hint": "Pick one of the run's checkpoints.",
+                         "message": f"The run has no checkpoint at step {step}."})
+            engine.emit({"type": "finished", "status": "failed", "step": 0, "export_path": ""})
+            return 1
+    grids: dict[Path, dict] = {}  # grid.json as the engine writes it, rewritten after every cell
+
+    def save(folder: Path, status: str) -> None:
+        grid = grids[folder]
+        grid["status"] = status
+        (folder / "grid.json").write_text(json.dumps(grid, indent=1), encoding="utf-8")
+
+    made = 0
+    for data in (json.loads(line) for line in open(opts.replay or COMPARE_SHORT, encoding="utf-8") if line.strip()):
+        if not engine.commands.empty() and engine.commands.get() == "stop":
+            print("stop requested: ending the comparison", file=sys.stderr, flush=True)
+            for folder in grids:
+                save(folder, "stopped")
+            engine.emit({"type": "finished", "status": "stopped", "step": 0, "export_path": ""})
+            return 0
+        if data["type"] == "compare_cell":
+            if opts.crash_after is not None and made >= opts.crash_after:
+                print("Traceback (most recent call last):\n  File \"engine/compare.py\", line 88, in cell\n"
+                      "RuntimeError: CUDA error: an illegal memory access was encountered", file=sys.stderr, flush=True)
+                return 3  # grid.json still says "running", as a killed engine leaves it
+            lora = data["step"] != 0
+            if lora and steps is not None and data["step"] not in steps:
+                continue
+            if lora and strengths is not None and not any(abs(data["strength"] - s) < 1e-6 for s in strengths):
+                continue
+            if opts.no_trigger_variants and not data["trigger"]:
+                continue
+            if opts.prompt is not None:  # the prompts given replace the canned ones, in order
+                if data["prompt_index"] >= len(opts.prompt):
+                    continue
+                if data["trigger"]:
+                    data = {**data, "prompt": opts.prompt[data["prompt_index"]]}
+            path = engine.resolve(data["path"])
+            seed = data["seed"] if opts.seed is None else opts.seed + data["prompt_index"]
+            data = {**data, "path": str(path), "seed": seed}
+            write_compare_png(path, data)
+            grid = grids.setdefault(path.parent, {"version": 1, "run_dir": str(run_dir), "status": "running",
+                                                  "settings": {"steps": steps, "strengths": strengths}, "cells": []})
+            grid["cells"].append({k: data[k] for k in ("step", "strength", "trigger", "prompt_index", "prompt", "seed")}
+                                 | {"file": path.name})
+            save(path.parent, "running")
+            made += 1
+        if data["type"] == "finished":
+            for folder in grids:
+                save(folder, data["status"])
+        engine.emit(data)
+        time.sleep(opts.delay)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--replay", type=Path, default=DEFAULT_REPLAY)
+    p.add_argument("--replay", type=Path, default=None, help="default: run_short.jsonl, compare_short.jsonl")
     p.add_argument("--delay", type=float, default=0.01)
-    p.add_argument("--crash-after", type=int, default=None, help="exit 3 after this many events, no finished")
+    p.add_argument("--crash-after", type=int, default=None, help="exit 3 after this many events (compare: images), no finished")
     p.add_argument("--ignore-stop", action="store_true", help="ignore stop and SIGTERM, then hang")
     p.add_argument("--spawn-child", action="store_true", help="start a sleeping child process (tree kill test)")
     p.add_argument("--problems", action="store_true", help="export: report verification problems")
@@ -224,8 +320,19 @@ def main(argv: list[str]) -> int:
     e.add_argument("--out", default=None)
     if "--old-cli" not in argv:
         e.add_argument("--events", action="store_true")
+    c = sub.add_parser("compare")
+    c.add_argument("run_dir")
+    c.add_argument("--steps", default=None)
+    c.add_argument("--strengths", default=None)
+    c.add_argument("--prompt", action="append", default=None)
+    c.add_argument("--no-trigger-variants", action="store_true")
+    c.add_argument("--seed", type=int, default=None)
+    c.add_argument("--sampling-steps", type=int, default=None)
     opts = p.parse_args(argv)
     opts.events = getattr(opts, "events", False)
+    if opts.command == "compare":
+        return compare(opts)
+    opts.replay = opts.replay or DEFAULT_REPLAY
     return train(opts) if opts.command == "train" else export(opts)
 
 
