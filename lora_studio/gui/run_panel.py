@@ -201,6 +201,11 @@ class RunPanel(QWidget):
     def set_runs_dir(self, runs_dir: Path | None) -> None:
         """The project's runs/ folder: where Resume looks for the newest stopped run."""
         self._runs_dir = Path(runs_dir) if runs_dir else None
+        # Reopening a project shows where it left off: the newest run's chart and samples.
+        if self._runs_dir is not None and not self.runner.is_running() and self._run_dir is None:
+            runs = list_runs(self._runs_dir)
+            if runs:
+                self.show_run(runs[0].run_dir)
         self._update_buttons()
 
     def set_engine_command(self, program: str | None, prefix_args: list[str] | None) -> None:

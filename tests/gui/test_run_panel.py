@@ -116,6 +116,17 @@ def test_stop_then_resume_continues_the_same_run(qtbot, panel, runs_dir):
     assert not panel.resume_button.isEnabled()
 
 
+def test_opening_a_project_shows_its_newest_run(qtbot, runs_dir):
+    replay_run(make_run_dir(runs_dir, "20261130-100000"))
+    newest = replay_run(make_run_dir(runs_dir, "20261130-110000"))
+    panel = RunPanel()
+    qtbot.addWidget(panel)
+    panel.set_runs_dir(runs_dir)
+    assert panel.current_run() == newest
+    assert panel.chart.point_count() == 20
+    panel.gallery._loader.wait(5_000)
+
+
 def test_show_run_restores_chart_gallery_and_status(qtbot, panel, runs_dir):
     run = replay_run(make_run_dir(runs_dir, "old-run"))
     panel.show_run(run)
