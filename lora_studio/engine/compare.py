@@ -15,9 +15,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import sys
 import time
-import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from lora_studio.core import events as ev
 from lora_studio.core.atomic import atomic_write, atomic_write_text
 from lora_studio.core.captions import join_tags, remove_trigger, split_tags
 from lora_studio.core.errors import UserError
-from lora_studio.engine.run import StdinCommands, StreamSink
+from lora_studio.engine.run import StdinCommands, StreamSink, event_process
 
 ADAPTER = "default"  # the name lora.add_lora's inject_adapter_in_model gives the adapter
 
@@ -195,27 +193,15 @@ def _render(run_dir: Path, sink: StreamSink, commands: StdinCommands, **options)
 
 
 def compare_command(run_dir: Path, *, steps=None, strengths=None, prompts=None, trigger_variants=True, seed=None, sampling_steps=None) -> int:
-    events_out = sys.stdout
-    sys.stdout = sys.stderr  # stray prints go to the human log, never into the event stream
-    sink = StreamSink(events_out)
-    try:
+    def body(sink: StreamSink) -> int:
         status = _render(Path(run_dir), sink, StdinCommands(), steps=steps, strengths=strengths, prompts=prompts,
                          trigger_variants=trigger_variants, seed=seed, sampling_steps=sampling_steps)
         sink.emit(ev.Finished(status, 0))
         return 0
-    except UserError as e:
-        sink.emit(ev.Error(e.code, e.message, e.hint))
-    except Exception as e:  # noqa: BLE001 - the last line of defence: report, never a bare traceback
-        import torch
 
-        if isinstance(e, torch.OutOfMemoryError):
-            sink.emit(ev.Error("out_of_memory", "The GPU ran out of memory while rendering the grid.",
-                               "Close other programs using the GPU, or lower sample.width / sample.height in the run's settings."))
-        else:
-            traceback.print_exc(file=sys.stderr)
-            sink.emit(ev.Error("internal_error", f"The comparison failed unexpectedly: {type(e).__name__}: {e}.",
-                               "This is a bug in LoRA Studio; the log above has the details (please report it)."))
-    finally:
-        sys.stdout = events_out
-    sink.emit(ev.Finished("failed", 0))
-    return 1
+    def oom(on_gpu: bool) -> ev.Error:
+        where = "The GPU" if on_gpu else "The computer"
+        return ev.Error("out_of_memory", f"{where} ran out of memory while rendering the grid.",
+                        "Close other programs using the GPU, or lower sample.width / sample.height in the run's settings.")
+
+    return event_process(body, what="The comparison", oom=oom)

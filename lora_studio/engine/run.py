@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from lora_studio.core import config as config_mod
@@ -162,39 +163,51 @@ def _dry_run_config(config_path: Path):
     return cfg
 
 
-def train_command(config_path: Path, *, resume: bool = False, dry_run: bool = False) -> int:
+def event_process(body: Callable[[StreamSink], int], *, what: str, oom: Callable[[bool], ev.Error],
+                  on_failure: Callable[[StreamSink], None] = lambda sink: None) -> int:
+    """Run `body` as an engine process: events on the private stdout, stray prints to stderr, and every
+    failure turned into one `error` event (then `finished` failed, exit 1) — never a bare traceback."""
     events_out = sys.stdout
     if os.environ.get("RANK", "0") != "0":
         # Under `accelerate launch` only rank 0 speaks: one event stream, whatever the process count.
         events_out = open(os.devnull, "w")
     sys.stdout = sys.stderr  # stray prints go to the human log, never into the event stream
     sink = StreamSink(events_out)
-    cfg = None
     try:
-        if dry_run:
-            return _dry_run(_dry_run_config(Path(config_path)), events_out)
-        cfg = config_mod.load(_run_config(Path(config_path), resume))
-        from lora_studio.engine.train import train
-
-        finished = train(cfg, sink, StdinCommands(), resume=resume)
-        return 0 if finished.status in ("completed", "stopped") else 1
+        return body(sink)
     except UserError as e:
-        _keep_in_run(sink, cfg)
+        on_failure(sink)
         sink.emit(ev.Error(e.code, e.message, e.hint))
-    except Exception as e:  # noqa: BLE001 - the last line of defence: report, never a bare traceback
+    except Exception as e:  # noqa: BLE001 - the last line of defence
         import torch
 
-        _keep_in_run(sink, cfg)
-
+        on_failure(sink)
         if isinstance(e, torch.OutOfMemoryError):
-            sink.emit(_oom_error(cfg))
+            sink.emit(oom(True))
         elif isinstance(e, RuntimeError) and "can't allocate memory" in str(e):  # the CPU allocator's OOM
-            sink.emit(_oom_error(cfg, on_gpu=False))
+            sink.emit(oom(False))
         else:
             traceback.print_exc(file=sys.stderr)
-            sink.emit(ev.Error("internal_error", f"The engine failed unexpectedly: {type(e).__name__}: {e}.",
+            sink.emit(ev.Error("internal_error", f"{what} failed unexpectedly: {type(e).__name__}: {e}.",
                                "This is a bug in LoRA Studio; the log above has the details (please report it)."))
     finally:
         sys.stdout = events_out
     sink.emit(ev.Finished("failed", 0))
     return 1
+
+
+def train_command(config_path: Path, *, resume: bool = False, dry_run: bool = False) -> int:
+    cfg = None
+
+    def body(sink: StreamSink) -> int:
+        nonlocal cfg
+        if dry_run:
+            return _dry_run(_dry_run_config(Path(config_path)), sink.stream)
+        cfg = config_mod.load(_run_config(Path(config_path), resume))
+        from lora_studio.engine.train import train
+
+        finished = train(cfg, sink, StdinCommands(), resume=resume)
+        return 0 if finished.status in ("completed", "stopped") else 1
+
+    return event_process(body, what="The engine", oom=lambda on_gpu: _oom_error(cfg, on_gpu=on_gpu),
+                         on_failure=lambda sink: _keep_in_run(sink, cfg))
