@@ -196,8 +196,20 @@ def event_process(body: Callable[[StreamSink], int], *, what: str, oom: Callable
     return 1
 
 
+def _config_file(path: Path) -> Path:
+    """A project folder means its lora_studio.toml, a run folder its config.toml: what an artist types."""
+    from lora_studio.core.project import PROJECT_FILE, RUN_CONFIG
+
+    if path.is_dir():
+        for name in (PROJECT_FILE, RUN_CONFIG):
+            if (path / name).is_file():
+                return path / name
+    return path
+
+
 def train_command(config_path: Path, *, resume: bool = False, dry_run: bool = False) -> int:
     cfg = None
+    config_path = _config_file(Path(config_path))
 
     def body(sink: StreamSink) -> int:
         nonlocal cfg

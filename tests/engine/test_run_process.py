@@ -159,6 +159,12 @@ def test_a_project_file_trains_into_a_new_run(tiny_model_dir, dataset, tmp_path)
     assert len(runs) == 1 and (runs[0] / "tstyle.safetensors").exists()
     started = next(e for e in events_of(first.stdout) if e.type == "started")
     assert started.run_dir == str(runs[0])
+    # The project folder itself works too, and --resume continues its newest run (already at its end).
+    again = subprocess.run([sys.executable, "-m", "lora_studio", "train", str(project), "--resume"],
+                           capture_output=True, text=True, env=ENV, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert Project(project).list_runs() == runs
+    assert next(e for e in events_of(again.stdout) if e.type == "started").start_step == 2
 
 
 def test_dry_run_checks_settings_budget_and_memory_without_training(tiny_model_dir, dataset, tmp_path):
