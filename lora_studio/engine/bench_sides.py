@@ -79,12 +79,7 @@ class OursSide(Side):
         g = torch.Generator().manual_seed(0)
         self.batches = [self.trainer.encode_batch(px, caps, sizes, crops, generator=g) for px, caps, sizes, crops in inputs]
         self.batch_size, self.resolution = inputs[0][0].shape[0], inputs[0][0].shape[-1]
-        if self.device.type == "cuda":
-            # What engine.train does after caching: what the steps no longer use leaves the GPU.
-            models.vae.to("cpu")
-            for te in models.text_encoders:
-                te.to("cpu")
-            torch.cuda.empty_cache()
+        self.trainer.offload_encoders(vae=True, text=True)  # as engine.train does after caching
         self.i = 0
         self.last: torch.Tensor | None = None
 

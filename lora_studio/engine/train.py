@@ -141,7 +141,7 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
             emit(ev.Status("caching", f"Encoded {done} of {total}"))
 
     enc.cache(caching_progress)
-    _offload(trainer, enc)
+    trainer.offload_encoders(vae=enc.latents_cached, text=enc.text_cached)
     trainer.ready()
     if saved:
         weights, optim, sched, rng, _ = saved
@@ -166,18 +166,6 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
         loop.sample(0)
     status = loop.run(start_step, commands)
     return loop.finish(status)
-
-
-def _offload(trainer: Trainer, enc: Encodings) -> None:
-    """After caching, what the steps no longer use leaves the GPU (it comes back only to sample)."""
-    if trainer.device.type != "cuda":
-        return
-    if enc.latents_cached:
-        trainer.models.vae.to("cpu")
-    if enc.text_cached:
-        for te in trainer.models.text_encoders:
-            te.to("cpu")
-    torch.cuda.empty_cache()
 
 
 class _Loop:

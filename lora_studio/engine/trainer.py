@@ -103,6 +103,17 @@ class Trainer:
         for te in tes:
             te.train(self.train_te)
 
+    def offload_encoders(self, *, vae: bool, text: bool) -> None:
+        """After caching, what the steps no longer use leaves the GPU (it comes back only to sample)."""
+        if self.device.type != "cuda":
+            return
+        if vae:
+            self.models.vae.to("cpu")
+        if text and not self.train_te:
+            for te in self.models.text_encoders:
+                te.to("cpu")
+        torch.cuda.empty_cache()
+
     def _place(self, module: torch.nn.Module) -> None:
         if self.weight_dtype == torch.float8_e4m3fn:
             # fp8 storage, upcast layer by layer to the compute dtype (diffusers' layerwise casting). Cast on

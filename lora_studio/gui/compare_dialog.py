@@ -39,7 +39,7 @@ from lora_studio.core.captions import join_tags, remove_trigger, split_tags
 from lora_studio.gui.export_dialog import ExportDialog
 from lora_studio.gui.run_history import checkpoint_steps
 from lora_studio.gui.runner import TrainingProcess
-from lora_studio.gui.sample_gallery import ImageLoader
+from lora_studio.gui.sample_gallery import ImageLoader, show_thumbnail
 
 THUMB_SIZE = 128
 PREVIEW_SIZE = 512
@@ -235,13 +235,7 @@ class _Cell(QToolButton):
 
     def set_image(self, image: QImage) -> None:
         self.loaded = True
-        if image.isNull():
-            self.setIcon(QIcon())
-            self.setText("missing")
-            self.setToolTip(f"{self.toolTip()}\n\nThe image file is gone: {self.cell.path if self.cell else ''}")
-        else:
-            self.setText("")
-            self.setIcon(QIcon(QPixmap.fromImage(image)))
+        show_thumbnail(self, image, self.cell.path if self.cell else "")
 
     def set_selected(self, row_selected: bool, selected: bool) -> None:
         self._restyle(self._state[0], row_selected, selected)

@@ -297,24 +297,22 @@ class RunPanel(QWidget):
     def open_export_dialog(self) -> ExportDialog | None:
         if self._run_dir is None or self.runner.is_running():
             return None
-        dialog = ExportDialog(self._run_dir, self, self.lora_dirs, program=self.runner.program,
-                              prefix_args=self.runner.prefix_args)
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        if self._history is not None:
-            dialog.exported.connect(lambda _e: self._history.refresh())
-        self._export_dialog = dialog
-        dialog.open()
-        return dialog
+        self._export_dialog = self._show_dialog(ExportDialog(
+            self._run_dir, self, self.lora_dirs, program=self.runner.program, prefix_args=self.runner.prefix_args))
+        return self._export_dialog
 
     def open_compare_dialog(self) -> CompareDialog | None:
         if self._run_dir is None or self.runner.is_running():
             return None
-        dialog = CompareDialog(self._run_dir, self, program=self.runner.program, prefix_args=self.runner.prefix_args,
-                               lora_dirs=self.lora_dirs)
+        self._compare_dialog = self._show_dialog(CompareDialog(
+            self._run_dir, self, program=self.runner.program, prefix_args=self.runner.prefix_args, lora_dirs=self.lora_dirs))
+        return self._compare_dialog
+
+    def _show_dialog(self, dialog):
+        """Both dialogs can export: the history learns of a new file either way."""
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         if self._history is not None:
             dialog.exported.connect(lambda _e: self._history.refresh())
-        self._compare_dialog = dialog
         dialog.open()
         return dialog
 

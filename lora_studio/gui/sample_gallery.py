@@ -60,6 +60,17 @@ class ImageLoader(QObject):
         return self._pool.waitForDone(msecs)
 
 
+def show_thumbnail(button: QToolButton, image: QImage, path: str) -> None:
+    """A decoded thumbnail on its button, or 'missing' (saying which file) when it could not be read."""
+    if image.isNull():
+        button.setIcon(QIcon())
+        button.setText("missing")
+        button.setToolTip(f"{button.toolTip()}\n\nThe image file is gone: {path}")
+    else:
+        button.setText("")
+        button.setIcon(QIcon(QPixmap.fromImage(image)))
+
+
 class _Thumb(QToolButton):
     def __init__(self, sample: Sample, size: int, parent: QWidget | None = None):
         super().__init__(parent)
@@ -76,13 +87,7 @@ class _Thumb(QToolButton):
 
     def set_image(self, image: QImage) -> None:
         self.loaded = True
-        if image.isNull():
-            self.setIcon(QIcon())
-            self.setText("missing")
-            self.setToolTip(f"{self.toolTip()}\n\nThe image file is gone: {self.sample.path}")
-        else:
-            self.setText("")
-            self.setIcon(QIcon(QPixmap.fromImage(image)))
+        show_thumbnail(self, image, self.sample.path)
 
 
 class _StepRow(QWidget):
