@@ -10,7 +10,8 @@ import pytest
 from fake_engine import fake_engine_command, make_run_dir, replay_run
 from PySide6.QtCore import Qt
 
-from lora_studio.gui.compare_dialog import CompareDialog, has_trigger_variant, load_saved_grid, parse_strengths
+from lora_studio.gui.compare_dialog import CompareDialog
+from lora_studio.gui.compare_grid import has_trigger_variant, load_saved_grid, parse_strengths
 from lora_studio.gui.export_dialog import ExportDialog
 from lora_studio.gui.run_panel import RunPanel
 
