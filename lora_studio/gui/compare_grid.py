@@ -398,6 +398,3 @@ def _group_tip(trigger: bool, word: str) -> str:
         return "The prompts as written, with the trigger word: how the LoRA looks when it is called."
     return ("The same prompts without the trigger word: a style that shows here bleeds into every prompt "
             "(try a lower strength or an earlier step).")
-
-
-# --- the dialog -------------------------------------------------------------------------------------------
