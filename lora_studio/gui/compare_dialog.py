@@ -356,13 +356,21 @@ class CompareDialog(QDialog):
 
     def _fit_splitter(self) -> None:
         """Give the grid the width it needs (when the window has it); the large view takes the rest."""
-        total = self.splitter.width() if self.splitter.isVisible() else self.width() - 24
+        handles = self.splitter.handleWidth() * (self.splitter.count() - 1)
+        total = (self.splitter.width() if self.splitter.isVisible() else self.width() - 24) - handles
         want = self.grid.sizeHint().width() + SCROLL_BAR_ROOM
         left = max(280, min(want, total - PREVIEW_ROOM))
         self.splitter.setSizes([left, max(0, total - left)])
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
+        if self.grid.isVisible():
+            self._fit_splitter()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        # Fit again: left to itself, the splitter shares a new width by its stretch factors, which leaves
+        # empty columns beside the grid when the window grows and hides some of it when the window shrinks.
         if self.grid.isVisible():
             self._fit_splitter()
 
