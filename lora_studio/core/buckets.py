@@ -17,6 +17,7 @@ from PIL import Image
 from lora_studio.core.errors import UserError
 
 if TYPE_CHECKING:
+    from lora_studio.core.config import Config
     from lora_studio.core.dataset import ImageItem
 
 Bucket = tuple[int, int]  # (width, height)
@@ -58,6 +59,12 @@ def make_buckets(resolution: int, min_side: int = 256, max_side: int = 1024, ste
             code="bad_buckets",
         )
     return sorted(buckets)
+
+
+def buckets_for(cfg: Config) -> list[Bucket]:
+    """The buckets a config trains with: train.resolution and the dataset.*_bucket_* keys."""
+    d = cfg.dataset
+    return make_buckets(cfg.train.resolution, d.min_bucket_side, d.max_bucket_side, d.bucket_step)
 
 
 def nearest_bucket(width: int, height: int, buckets: Iterable[Bucket]) -> Bucket:
@@ -110,6 +117,15 @@ def bucket_counts(items: Iterable[ImageItem], buckets: list[Bucket]) -> dict[Buc
         b = nearest_bucket(item.width, item.height, buckets)
         counts[b] = counts.get(b, 0) + item.repeats
     return dict(sorted(counts.items()))
+
+
+def batch_count(samples_per_bucket: Iterable[int], batch_size: int) -> int:
+    """Batches in one epoch: each bucket's samples cut into batches of batch_size, the last one per bucket
+    short (a batch shares one shape, so buckets never mix), i.e. Σ ceil(n / batch_size).
+
+    The engine's BatchPlan cuts its epochs by this count and the step budget counts with it.
+    """
+    return sum(math.ceil(n / batch_size) for n in samples_per_bucket if n > 0)
 
 
 def bucket_info(items: Iterable[ImageItem], buckets: list[Bucket]) -> dict:

@@ -1,12 +1,20 @@
 """The step budget in plain words: images × repeats × epochs = samples = steps.
 
-One arithmetic for the Train tab's sentence, the engine's epoch counter and the export metadata:
-the images (each repeated per its folder) form one epoch of samples; samples flow into optimizer steps
-of batch_size × gradient_accumulation each, epoch after epoch without a break, so
+One arithmetic for the Settings tab's sentence, the engine's max_steps when the length is set in epochs
+(train.epochs), its epoch counter and the export metadata. It counts the way the engine's BatchPlan cuts
+an epoch (kohya's scheme): each image repeated per its folder, the samples grouped by aspect-ratio bucket
+(a batch shares one shape), each bucket cut into batches of batch_size with a short last one, so
 
-    steps = ceil(samples / (batch_size × gradient_accumulation))
+    batches_per_epoch = Σ over buckets ceil(samples in the bucket / batch_size)    (buckets.batch_count)
 
-and only the very last step may be short.
+An optimizer step takes gradient_accumulation × world_size of those batches, running on from one epoch
+into the next without a break, so
+
+    steps = ceil(epochs × batches_per_epoch / (gradient_accumulation × world_size))
+
+(the last step may reach a batch into the next epoch; the engine still counts it in the last epoch).
+Without the images' sizes (kohya's ss_dataset_dirs counts, bare repeat counts) every image is taken to
+share one bucket: exact for a dataset of one shape, and never more steps than the real count.
 """
 
 from __future__ import annotations
@@ -14,30 +22,65 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from lora_studio.core.buckets import Bucket, batch_count, bucket_counts, buckets_for
 from lora_studio.core.errors import UserError
+
+if TYPE_CHECKING:
+    from lora_studio.core.config import Config
 
 
 @dataclass(frozen=True)
 class StepBudget:
     images: int
     samples_per_epoch: int  # Σ repeats over the images
-    epochs: int  # whole epochs begun (the last may be partial when the budget is set in steps)
-    samples: int  # images shown in all, counting repeats and epochs
+    batches_per_epoch: int  # as BatchPlan cuts them (see the module docstring)
+    epochs: int  # the epoch the last step is in: whole epochs when set in epochs, else the last may be partial
     steps: int  # optimizer steps
     batch_size: int
     gradient_accumulation: int
+    world_size: int = 1  # processes training together (accelerate launch); each takes its own batches
+    shapes: int = 1  # buckets in use (1 when the images' sizes are unknown)
     min_repeats: int = 1
     max_repeats: int = 1
 
     @property
+    def micro_per_step(self) -> int:
+        return self.gradient_accumulation * self.world_size
+
+    @property
     def samples_per_step(self) -> int:
-        return self.batch_size * self.gradient_accumulation
+        return self.batch_size * self.micro_per_step  # at most: a bucket's last batch may be short
+
+    @property
+    def batches(self) -> int:
+        return self.steps * self.micro_per_step
+
+    @property
+    def whole_epochs(self) -> bool:
+        return self.steps == steps_for_epochs(self.epochs, self.batches_per_epoch, self.micro_per_step)
 
     @property
     def exact_epochs(self) -> float:
-        return self.samples / self.samples_per_epoch
+        return float(self.epochs) if self.whole_epochs else self.batches / self.batches_per_epoch
+
+    @property
+    def samples_exact(self) -> bool:
+        # Part of an epoch holds an unknown mix of full and short batches (their order is shuffled).
+        return self.whole_epochs or self.batch_size == 1 or self.batches % self.batches_per_epoch == 0
+
+    @property
+    def samples(self) -> int:
+        """Images shown in all, counting repeats and epochs (rounded when an epoch is partial, see samples_exact)."""
+        if self.whole_epochs:
+            return self.epochs * self.samples_per_epoch
+        whole, rest = divmod(self.batches, self.batches_per_epoch)
+        return whole * self.samples_per_epoch + round(rest * self.samples_per_epoch / self.batches_per_epoch)
+
+
+def steps_for_epochs(epochs: int, batches_per_epoch: int, micro_per_step: int) -> int:
+    return math.ceil(epochs * batches_per_epoch / micro_per_step)
 
 
 def _repeats_of(source: Any) -> list[int]:
@@ -51,6 +94,24 @@ def _repeats_of(source: Any) -> list[int]:
     return repeats
 
 
+def _sized_items(source: Any) -> list[Any] | None:
+    """The images with their sizes, or None where the source holds only counts."""
+    if isinstance(source, Mapping):
+        return None
+    items = list(getattr(source, "items", source))
+    return items if all(hasattr(x, "width") and hasattr(x, "height") for x in items) else None
+
+
+def _cut(source: Any, repeats: list[int], batch_size: int, buckets: list[Bucket] | None) -> tuple[int, int]:
+    """(batches per epoch, shapes in use)."""
+    items = _sized_items(source) if buckets else None
+    if items is None:
+        # No sizes (metadata counts) or no bucket settings: one shared bucket, the fewest batches possible.
+        return batch_count([sum(repeats)], batch_size), 1
+    counts = bucket_counts(items, buckets)
+    return batch_count(counts.values(), batch_size), len(counts)
+
+
 def _check(repeats: list[int], batch_size: int, grad_accum: int) -> None:
     if not repeats or sum(repeats) <= 0:
         raise UserError("The dataset has no images to train on; add images to the dataset folder.", code="empty_dataset")
@@ -61,38 +122,56 @@ def _check(repeats: list[int], batch_size: int, grad_accum: int) -> None:
         )
 
 
-def _budget(repeats: list[int], epochs: int, samples: int, steps: int, batch_size: int, grad_accum: int) -> StepBudget:
+def _budget(source: Any, batch_size: int, grad_accum: int, buckets: list[Bucket] | None, world_size: int, *,
+            steps: int | None = None, epochs: int | None = None) -> StepBudget:
+    """The budget for `epochs` whole epochs, or for `steps` steps (then the epochs are the engine's count)."""
+    repeats = _repeats_of(source)
+    _check(repeats, batch_size, grad_accum)
+    per_epoch, shapes = _cut(source, repeats, batch_size, buckets)
+    world_size = max(1, world_size)
+    micro = grad_accum * world_size
+    if epochs is not None:
+        epochs = max(1, int(epochs))
+        steps = steps_for_epochs(epochs, per_epoch, micro)
+    else:
+        steps = max(1, int(steps or 0))
+        epochs = (steps - 1) * micro // per_epoch + 1  # the epoch of the last step, as BatchPlan counts it
     return StepBudget(
-        images=len(repeats), samples_per_epoch=sum(repeats), epochs=epochs, samples=samples, steps=steps,
-        batch_size=batch_size, gradient_accumulation=grad_accum, min_repeats=min(repeats), max_repeats=max(repeats),
+        images=len(repeats), samples_per_epoch=sum(repeats), batches_per_epoch=per_epoch, epochs=epochs, steps=steps,
+        batch_size=batch_size, gradient_accumulation=grad_accum, world_size=world_size, shapes=shapes,
+        min_repeats=min(repeats), max_repeats=max(repeats),
     )
 
 
-def budget_from_epochs(scan_or_counts: Any, epochs: int, batch_size: int = 1, grad_accum: int = 1) -> StepBudget:
-    repeats = _repeats_of(scan_or_counts)
-    _check(repeats, batch_size, grad_accum)
-    epochs = max(1, int(epochs))
-    samples = sum(repeats) * epochs
-    return _budget(repeats, epochs, samples, math.ceil(samples / (batch_size * grad_accum)), batch_size, grad_accum)
+def budget_from_epochs(scan_or_counts: Any, epochs: int, batch_size: int = 1, grad_accum: int = 1, *,
+                       buckets: list[Bucket] | None = None, world_size: int = 1) -> StepBudget:
+    """Whole epochs. With `buckets` (buckets_for(cfg)) and images that have sizes, the engine's exact count."""
+    return _budget(scan_or_counts, batch_size, grad_accum, buckets, world_size, epochs=epochs)
 
 
-def budget_from_steps(scan_or_counts: Any, max_steps: int, batch_size: int = 1, grad_accum: int = 1) -> StepBudget:
-    repeats = _repeats_of(scan_or_counts)
-    _check(repeats, batch_size, grad_accum)
-    steps = max(1, int(max_steps))
-    samples = steps * batch_size * grad_accum
-    return _budget(repeats, math.ceil(samples / sum(repeats)), samples, steps, batch_size, grad_accum)
+def budget_from_steps(scan_or_counts: Any, max_steps: int, batch_size: int = 1, grad_accum: int = 1, *,
+                      buckets: list[Bucket] | None = None, world_size: int = 1) -> StepBudget:
+    return _budget(scan_or_counts, batch_size, grad_accum, buckets, world_size, steps=max_steps)
+
+
+def budget_for(cfg: Config, scan_or_items: Any, world_size: int = 1) -> StepBudget:
+    """What a config trains on these images: train.epochs whole epochs when set (> 0), else train.max_steps."""
+    t = cfg.train
+    buckets = buckets_for(cfg)
+    if t.epochs > 0:
+        return budget_from_epochs(scan_or_items, t.epochs, t.batch_size, t.gradient_accumulation, buckets=buckets, world_size=world_size)
+    return budget_from_steps(scan_or_items, t.max_steps, t.batch_size, t.gradient_accumulation, buckets=buckets, world_size=world_size)
 
 
 def epoch_of_step(step: int, budget: StepBudget) -> int:
-    """The 1-based epoch that optimizer step `step` (1-based) takes its first sample from."""
-    first_sample = max(0, step - 1) * budget.samples_per_step
-    return min(first_sample // budget.samples_per_epoch + 1, max(1, budget.epochs))
+    """The 1-based epoch that optimizer step `step` (1-based) takes its first batch from (BatchPlan.epoch_of_step)."""
+    first_batch = max(0, step - 1) * budget.micro_per_step
+    return min(first_batch // budget.batches_per_epoch + 1, max(1, budget.epochs))
 
 
 def epochs_done(step: int, budget: StepBudget) -> float:
     """Fractional epochs completed after `step` steps (a chart's x axis)."""
-    return min(step * budget.samples_per_step, budget.samples) / budget.samples_per_epoch
+    return min(step * budget.micro_per_step / budget.batches_per_epoch, budget.exact_epochs)
 
 
 def plural(n: int, word: str, words: str | None = None) -> str:
@@ -112,6 +191,16 @@ def duration(seconds: float) -> str:
     return f"about {plural(hours, 'hour')}" + (f" {plural(rest, 'minute')}" if rest else "")
 
 
+def _cut_note(budget: StepBudget) -> str:
+    """Why the steps are more than samples ÷ batch: the short batches (empty when there are none)."""
+    if budget.batches_per_epoch * budget.batch_size == budget.samples_per_epoch:
+        return ""
+    batches = plural(budget.batches_per_epoch, "batch", "batches")
+    if budget.shapes > 1:
+        return f" ({batches} per epoch: {budget.shapes:,} image shapes, each batched on its own)"
+    return f" ({batches} per epoch, the last one short)"
+
+
 def describe(budget: StepBudget, seconds_per_step: float | None = None) -> str:
     """E.g. '120 images × 10 repeats × 8 epochs = 9,600 samples = 2,400 steps at batch 4, about 25 minutes'."""
     images = plural(budget.images, "image")
@@ -124,12 +213,13 @@ def describe(budget: StepBudget, seconds_per_step: float | None = None) -> str:
     batch = f"batch {budget.batch_size:,}"
     if budget.gradient_accumulation > 1:
         batch += f" × {budget.gradient_accumulation:,} accumulated"
-    if budget.samples == budget.epochs * budget.samples_per_epoch:
+    batch += _cut_note(budget)
+    if budget.whole_epochs:
         text = (f"{per_epoch} × {plural(budget.epochs, 'epoch')} = {plural(budget.samples, 'sample')} "
                 f"= {plural(budget.steps, 'step')} at {batch}")
     else:  # set in steps: the epochs do not come out whole
-        text = (f"{plural(budget.steps, 'step')} at {batch} = {plural(budget.samples, 'sample')} "
-                f"≈ {budget.exact_epochs:,.1f} epochs of {of_epoch}")
+        samples = ("= " if budget.samples_exact else "≈ ") + plural(budget.samples, "sample")
+        text = f"{plural(budget.steps, 'step')} at {batch} {samples} ≈ {budget.exact_epochs:,.1f} epochs of {of_epoch}"
     if seconds_per_step is not None and seconds_per_step > 0:
         text += f", {duration(budget.steps * seconds_per_step)}"
     return text

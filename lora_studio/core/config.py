@@ -66,6 +66,9 @@ class NetworkConfig:
 @dataclass
 class TrainConfig:
     max_steps: int = 1500
+    # 0: train max_steps steps. > 0: train this many whole epochs; the engine works out the steps from the
+    # dataset when it starts (core/budget), so "10 epochs" stays 10 epochs after images are added.
+    epochs: int = 0
     batch_size: int = 1
     gradient_accumulation: int = 1
     learning_rate: float = 1e-4
@@ -270,6 +273,8 @@ def validate(cfg: Config) -> list[Problem]:
             problems.append(Problem(key, f"is {value}; it must be between {low:g} and {high:g}."))
     if cfg.dataset.min_bucket_side > cfg.dataset.max_bucket_side:
         problems.append(Problem("dataset.min_bucket_side", f"({cfg.dataset.min_bucket_side}) is larger than dataset.max_bucket_side ({cfg.dataset.max_bucket_side}); make it smaller."))
+    if not 0 <= cfg.train.epochs <= 100_000:
+        problems.append(Problem("train.epochs", f"is {cfg.train.epochs}; set it to 0 to train for train.max_steps steps, or to the number of whole epochs to train (up to 100000)."))
     if cfg.train.resolution % 8:
         problems.append(Problem("train.resolution", f"is {cfg.train.resolution}; it must be a multiple of 8 (512, 768 and 1024 are usual)."))
     for key in ("sample.width", "sample.height"):

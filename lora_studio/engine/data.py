@@ -31,12 +31,13 @@ class Slot:
 
 class BatchPlan:
     def __init__(self, items: list[ImageItem], cfg: Config, world_size: int = 1):
-        d, t = cfg.dataset, cfg.train
+        t = cfg.train
         self.items, self.cfg, self.world_size = items, cfg, world_size
-        self.buckets = bucketing.make_buckets(t.resolution, d.min_bucket_side, d.max_bucket_side, d.bucket_step)
+        self.buckets = bucketing.buckets_for(cfg)
         self.bucket_of = [bucketing.nearest_bucket(it.width, it.height, self.buckets) for it in items]
         self.samples_per_epoch = sum(it.repeats for it in items)
-        self.batches_per_epoch = len(self._epoch(0))
+        # The count core/budget shows and derives train.epochs' steps from; _epoch cuts exactly this many.
+        self.batches_per_epoch = bucketing.batch_count(bucketing.bucket_counts(items, self.buckets).values(), t.batch_size)
         self.micro_per_step = world_size * t.gradient_accumulation
 
     def _epoch(self, epoch: int) -> list[list[int]]:

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import torch
 
+from lora_studio.core import budget as budget_mod
 from lora_studio.core import config as config_mod
 from lora_studio.core import events as ev
 from lora_studio.core.buckets import bucket_info
@@ -64,6 +65,21 @@ def _prepare_run_dir(cfg: Config, resume: bool) -> Path:
     return run_dir
 
 
+def _length_in_steps(cfg: Config, items: list, world_size: int, emit) -> Config:
+    """The config with train.max_steps set to what train.epochs whole epochs take on these images.
+
+    Worked out here, at the start, with the arithmetic the Settings tab shows (core/budget, which counts
+    the batches as BatchPlan cuts them), so images added after setting "10 epochs" still train 10 epochs.
+    The run folder's config.toml keeps `epochs`, so a resume works out the same end again.
+    """
+    if cfg.train.epochs <= 0:
+        return cfg
+    b = budget_mod.budget_for(cfg, items, world_size)
+    emit(ev.Status("loading", f"{budget_mod.plural(b.epochs, 'epoch')} = {budget_mod.plural(b.steps, 'step')}: "
+                              f"{budget_mod.describe(b)}"))
+    return cfg.replace(train={"max_steps": b.steps})
+
+
 def train(cfg: Config, sink: ev.EventSink, commands: CommandSource | None = None, *, resume: bool = False) -> ev.Finished:
     commands = commands or ScriptedCommands()
     try:
@@ -110,6 +126,8 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
         emit(ev.Warning(
             f"{data.missing_captions} image{'s have' if data.missing_captions != 1 else ' has'} no caption file; "
             f"using the default caption {cfg.dataset.default_caption!r}.", code="missing_captions"))
+
+    cfg = _length_in_steps(cfg, data.items, acc.num_processes, emit)
 
     stop_requested()
     emit(ev.Status("loading", "Loading the base model"))

@@ -1,8 +1,9 @@
 """Training settings: the few that matter up front, the rest under Advanced, all saved as they change.
 
 The base model picker offers the checkpoints already on this computer (core/model_finder, searched on a
-pool thread). Training length is set in steps or in epochs; the project file always stores steps, and
-the plain-words budget line under it says what either means for this dataset.
+pool thread). Training length is set in steps (train.max_steps) or in whole epochs (train.epochs > 0, the
+engine works out the steps when it starts), and the plain-words budget line under it says what either
+means for this dataset, counted as the engine cuts its batches (core/budget).
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEvent, QObject, QSettings, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractSpinBox, QButtonGroup, QComboBox, QFileDialog, QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel,
     QLineEdit, QPlainTextEdit, QPushButton, QRadioButton, QScrollArea, QToolButton, QVBoxLayout, QWidget,
 )
 
-from lora_studio.core.budget import budget_from_epochs, budget_from_steps, describe
+from lora_studio.core.budget import StepBudget, budget_for, describe
 from lora_studio.core.errors import UserError
 from lora_studio.core.model_finder import describe_model, find_base_models
 from lora_studio.core.presets import apply_preset, get_preset, list_presets, matching_preset
@@ -135,10 +136,9 @@ class SettingsPanel(QWidget):
         self._length_group.addButton(self.epochs_radio)
         self.steps = bind(s, "train.max_steps", spin(1, 10_000_000, step=100))
         self.epochs = spin(1, 100_000)
+        self.epochs.setValue(10)  # what epochs mode starts from before a dataset says what the steps mean
         self.epochs.valueChanged.connect(self._epochs_edited)
-        by_epochs = QSettings().value("settings/length_in_epochs", False, type=bool)
-        (self.epochs_radio if by_epochs else self.steps_radio).setChecked(True)
-        self.steps_radio.toggled.connect(self._length_mode)
+        self.epochs_radio.toggled.connect(self._length_mode)
         length = QHBoxLayout()
         length.addWidget(self.steps_radio)
         length.addWidget(self.steps)
@@ -149,7 +149,7 @@ class SettingsPanel(QWidget):
         self.budget = QLabel()
         self.budget.setObjectName("budget")
         self.budget.setWordWrap(True)
-        form.addRow("Train for", stacked(length, self.budget, ProblemLabel(s, "train.max_steps")))
+        form.addRow("Train for", stacked(length, self.budget, ProblemLabel(s, "train.max_steps", "train.epochs")))
 
         self.rank = bind(s, "network.rank", spin(1, 1024))
         self.rank.setToolTip("How much the LoRA can hold. 16 is plenty for most styles; 32 for detailed ones.")
@@ -205,8 +205,6 @@ class SettingsPanel(QWidget):
     def set_dataset(self, items: list[Any]) -> None:
         """The images that train (excluded ones left out): the budget line counts them."""
         self._items = list(items)
-        if self.epochs_radio.isChecked():
-            self._epochs_edited(self.epochs.value())
         self._update_budget()
 
     def _changed(self, key: str) -> None:
@@ -230,27 +228,37 @@ class SettingsPanel(QWidget):
                 self.preset_combo.setCurrentIndex(self.preset_combo.findData(current))
                 self.preset_combo.blockSignals(False)
             self._preset_note()
-        if key in ("", "train.batch_size", "train.gradient_accumulation") and self.epochs_radio.isChecked():
-            self._epochs_edited(self.epochs.value())  # epochs are what the artist chose: keep them
+        if key in ("", "train.epochs"):
+            self._show_length_mode()
         self._update_budget()
 
+    def _show_length_mode(self) -> None:
+        epochs = self.store.get("train.epochs")
+        for w in (self.epochs_radio, self.steps_radio, self.epochs):
+            w.blockSignals(True)
+        (self.epochs_radio if epochs > 0 else self.steps_radio).setChecked(True)
+        if epochs > 0:
+            self.epochs.setValue(epochs)
+        for w in (self.epochs_radio, self.steps_radio, self.epochs):
+            w.blockSignals(False)
+        self.steps.setEnabled(epochs <= 0)
+        self.epochs.setEnabled(epochs > 0)
+
+    def _budget(self) -> StepBudget:
+        """The step budget the engine will train for these images (UserError when it cannot be worked out)."""
+        return budget_for(self.store.config, self._items)
+
     def _update_budget(self) -> None:
-        cfg = self.store.config
-        steps_mode = self.steps_radio.isChecked()
-        self.steps.setEnabled(steps_mode)
-        self.epochs.setEnabled(not steps_mode)
         if not self._items:
             text = "Add images in the Dataset tab to see what this means in epochs."
         else:
             try:
-                if steps_mode:
-                    budget = budget_from_steps(self._items, cfg.train.max_steps, cfg.train.batch_size, cfg.train.gradient_accumulation)
+                budget = self._budget()
+                text = describe(budget) + "."
+                if self.store.get("train.epochs") <= 0:  # steps mode: the epochs box shows what they come to
                     self.epochs.blockSignals(True)
                     self.epochs.setValue(max(1, round(budget.exact_epochs)))
                     self.epochs.blockSignals(False)
-                else:
-                    budget = budget_from_epochs(self._items, self.epochs.value(), cfg.train.batch_size, cfg.train.gradient_accumulation)
-                text = describe(budget) + "."
             except UserError as e:
                 text = e.message
         if text != self.budget_text:
@@ -259,19 +267,21 @@ class SettingsPanel(QWidget):
             self.budget_changed.emit(text)
 
     def _epochs_edited(self, epochs: int) -> None:
-        if not self._items or not self.epochs_radio.isChecked():
-            return
-        cfg = self.store.config
-        try:
-            steps = budget_from_epochs(self._items, epochs, cfg.train.batch_size, cfg.train.gradient_accumulation).steps
-        except UserError:
-            return
-        self.store.set("train.max_steps", steps)
-        self._update_budget()
+        if self.epochs_radio.isChecked():
+            self.store.set("train.epochs", epochs)
 
-    def _length_mode(self) -> None:
-        QSettings().setValue("settings/length_in_epochs", self.epochs_radio.isChecked())
-        self._update_budget()
+    def _length_mode(self, by_epochs: bool) -> None:
+        if by_epochs:
+            self.store.set("train.epochs", self.epochs.value())
+            return
+        # Back to steps: keep the length the epochs meant for this dataset, as a fixed number of steps.
+        train = {"epochs": 0}
+        if self._items:
+            try:
+                train["max_steps"] = self._budget().steps
+            except UserError:
+                pass
+        self.store.replace(self.store.config.replace(train=train))
 
     def _resolution_typed(self) -> None:
         try:

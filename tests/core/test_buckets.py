@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lora_studio.core.buckets import bucket_counts, bucket_info, make_buckets, nearest_bucket, resize_and_crop
-from lora_studio.core.config import DatasetConfig
+from lora_studio.core.buckets import (
+    batch_count, bucket_counts, bucket_info, buckets_for, make_buckets, nearest_bucket, resize_and_crop,
+)
+from lora_studio.core.config import Config, DatasetConfig
 from lora_studio.core.dataset import scan
 from lora_studio.core.errors import UserError
 
@@ -110,3 +112,14 @@ def test_bucket_counts_include_repeats(tmp_path):
     assert sum(b["count"] for b in info["buckets"].values()) == 21
     assert [512, 512] in [b["resolution"] for b in info["buckets"].values()]
     assert 0 <= info["mean_img_ar_error"] < 0.1
+
+
+def test_batch_count_cuts_each_bucket_on_its_own():
+    assert batch_count([5, 3], 2) == 3 + 2  # not ceil(8 / 2) = 4: a batch never mixes shapes
+    assert batch_count([4, 2], 2) == 3
+    assert batch_count([7], 1) == 7 and batch_count([], 4) == 0
+
+
+def test_buckets_for_a_config():
+    cfg = Config().replace(train={"resolution": 768}, dataset={"min_bucket_side": 320, "max_bucket_side": 1280, "bucket_step": 64})
+    assert buckets_for(cfg) == make_buckets(768, 320, 1280, 64)

@@ -1,15 +1,17 @@
 import tomllib
 from pathlib import Path
 
+from lora_studio.core import budget
+from lora_studio.core.dataset import scan
 from lora_studio.gui.bind import ConfigStore
 from lora_studio.gui.settings_panel import SettingsPanel
 
-from dataset_helpers import isolated_settings, make_project  # noqa: F401 (fixture)
+from dataset_helpers import isolated_settings, make_images, make_project  # noqa: F401 (fixture)
 
 
 class Item:
     def __init__(self, repeats=1):
-        self.repeats = repeats
+        self.repeats = repeats  # no size: the budget counts it as one shape
 
 
 def _panel(qtbot, tmp_path, **kw):
@@ -68,10 +70,38 @@ def test_budget_line_and_epochs_mode(qtbot, tmp_path, isolated_settings):
     assert panel.budget.text() == "20 steps at batch 1 = 20 samples ≈ 1.5 epochs of 4 images (× 1–10 repeats, 13 per epoch)."
     panel.epochs_radio.setChecked(True)
     panel.epochs.setValue(5)
-    assert store.get("train.max_steps") == 65  # (1+1+1+10) × 5 epochs at batch 1
+    assert store.get("train.epochs") == 5 and store.get("train.max_steps") == 20  # the engine works the steps out
     assert panel.budget.text() == "4 images (× 1–10 repeats) = 13 per epoch × 5 epochs = 65 samples = 65 steps at batch 1."
     store.set("train.batch_size", 2)  # epochs stay what the artist chose
-    assert store.get("train.max_steps") == 33 and not panel.steps.isEnabled()
+    assert store.get("train.epochs") == 5 and not panel.steps.isEnabled()
+    assert panel.budget.text().endswith("= 35 steps at batch 2 (7 batches per epoch, the last one short).")
+    panel.steps_radio.setChecked(True)  # back to steps: the same length, now fixed
+    assert (store.get("train.epochs"), store.get("train.max_steps")) == (0, 35) and not panel.epochs.isEnabled()
+
+
+def test_epochs_mode_counts_the_batches_as_the_engine_cuts_them(qtbot, tmp_path, isolated_settings):
+    project, store, panel = _panel(qtbot, tmp_path, find_models=False)
+    make_images(project.images_dir, 3, size=(96, 96), prefix="square")
+    make_images(project.images_dir, 3, size=(128, 64), prefix="wide")  # a second bucket
+    items = scan(store.config.dataset).items
+    panel.set_dataset(items)
+    store.set("train.batch_size", 2)
+    panel.epochs_radio.setChecked(True)
+    panel.epochs.setValue(5)
+    with qtbot.waitSignal(store.saved, timeout=2000):
+        pass
+    assert tomllib.loads(project.config_path.read_text())["train"]["epochs"] == 5
+    # Each shape's 3 images make a batch of 2 and a short one: 4 batches per epoch, not ceil(6 / 2) = 3.
+    assert panel.budget.text() == (
+        "6 images × 1 repeat × 5 epochs = 30 samples = 20 steps at batch 2 "
+        "(4 batches per epoch: 2 image shapes, each batched on its own)."
+    )
+    # The engine's max_steps for train.epochs is this same budget (tests/engine/test_epochs.py holds
+    # it to BatchPlan's cut).
+    assert budget.budget_for(store.config, items).steps == 20
+    # A project saved in epochs opens in epochs mode.
+    store.load(project)
+    assert panel.epochs_radio.isChecked() and panel.epochs.value() == 5 and not panel.steps.isEnabled()
 
 
 def test_preset_apply_keeps_model_and_trigger(qtbot, tmp_path, isolated_settings):
