@@ -115,6 +115,9 @@ class Error(Event):
     code: str
     message: str
     hint: str = ""
+    # Settings that address the cause, {"section.key": value}, for a reader to offer as one click
+    # (an out_of_memory error carries the next smaller settings); empty when there is nothing to apply.
+    fix: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

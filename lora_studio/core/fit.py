@@ -286,7 +286,8 @@ def estimate_for_config(cfg: Any, *, on_gpu: bool = True) -> Estimate:
     )
 
 
-def _with(cfg: Any, changes: dict[str, Any]) -> Any:
+def with_changes(cfg: Any, changes: dict[str, Any]) -> Any:
+    """`cfg` with {"section.key": value} changes applied (what the suggestions and an OOM's fix carry)."""
     sections: dict[str, dict[str, Any]] = {}
     for key, value in changes.items():
         section, name = key.split(".")
@@ -294,16 +295,17 @@ def _with(cfg: Any, changes: dict[str, Any]) -> Any:
     return cfg.replace(**sections)
 
 
-def _ladder(cfg: Any) -> list[tuple[str, dict[str, Any]]]:
-    """The changes that save memory, cheapest in quality and speed first."""
+def _ladder(cfg: Any, *, on_gpu: bool = True) -> list[tuple[str, dict[str, Any]]]:
+    """The changes that save memory, cheapest in quality and speed first. On a CPU the 16-bit and fp8
+    storage steps are left out: there they save little and make every step several times slower."""
     t = cfg.train
     steps: list[tuple[str, dict[str, Any]]] = []
     if not t.gradient_checkpointing:
         steps.append(("turn on gradient checkpointing (about 25 % slower)", {"train.gradient_checkpointing": True}))
     mixed, base = _resolve_precision(t.mixed_precision, t.base_weights)
-    if base == "fp32":
+    if on_gpu and base == "fp32":
         steps.append(("store the base weights in bf16", {"train.base_weights": "bf16", "train.mixed_precision": "bf16" if mixed == "no" else mixed}))
-    if base != "fp8":
+    if on_gpu and base != "fp8":
         steps.append(("store the base weights in fp8", {"train.base_weights": "fp8"}))
     if not t.cache_latents:
         steps.append(("cache the latents", {"train.cache_latents": True}))
@@ -335,7 +337,7 @@ def suggest_settings(cfg: Any, gpu_total_bytes: int) -> list[tuple[str, dict[str
     for description, step in ladder:
         changes.update(step)
         taken.append(description)
-        est = estimate_for_config(_with(cfg, changes))
+        est = estimate_for_config(with_changes(cfg, changes))
         if fits(est, gpu_total_bytes):
             out.append((f"{' and '.join(_dedupe(taken))} (≈ {_gb(est.total_bytes)} of {_gb(gpu_total_bytes)})", dict(changes)))
             break
@@ -344,11 +346,27 @@ def suggest_settings(cfg: Any, gpu_total_bytes: int) -> list[tuple[str, dict[str
         kind_of_change = description.split(" to ")[0]  # "lower the resolution", "lower the batch size", ...
         if kind_of_change in kinds_taken:
             continue
-        est = estimate_for_config(_with(cfg, step))
+        est = estimate_for_config(with_changes(cfg, step))
         if fits(est, gpu_total_bytes) and all(step != ch for _, ch in out):
             kinds_taken.add(kind_of_change)
             out.append((f"{description} (≈ {_gb(est.total_bytes)} of {_gb(gpu_total_bytes)})", dict(step)))
     return out
+
+
+def next_smaller_settings(cfg: Any, gpu_total_bytes: int, *, on_gpu: bool = True) -> tuple[str, dict[str, Any]] | None:
+    """What to change after a run ran out of memory: the nearest settings the estimate says fit, or, where
+    the estimate cannot help (on a CPU, or the estimate said it fit and the GPU disagreed: another program
+    held memory), the next single step down the ladder. Following it after each failure walks the whole
+    ladder, so a run that can fit at all gets there. None when nothing is left to lower."""
+    if on_gpu and gpu_total_bytes:
+        suggestions = suggest_settings(cfg, gpu_total_bytes)
+        if suggestions:
+            return suggestions[0]
+    ladder = _ladder(cfg, on_gpu=on_gpu)
+    if not ladder:
+        return None
+    description, changes = ladder[0]
+    return description, dict(changes)
 
 
 def _dedupe(descriptions: list[str]) -> list[str]:

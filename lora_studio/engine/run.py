@@ -8,6 +8,7 @@ lines on stdin (`stop`, `sample`, `save`); SIGINT / SIGTERM mean `stop`.
 from __future__ import annotations
 
 import io
+import json
 import os
 import queue
 import signal
@@ -55,6 +56,8 @@ class StreamSink:
             self.pending.append(event)
         if isinstance(event, (ev.Warning, ev.Error)):
             print(f"{event.type}: {event.message}", file=sys.stderr)
+            if isinstance(event, ev.Error) and event.hint:
+                print(f"  {event.hint}", file=sys.stderr)  # a headless user reads stderr, not the JSON
 
 
 class StdinCommands:
@@ -87,22 +90,43 @@ class StdinCommands:
 
 
 def _oom_error(cfg, on_gpu: bool = True) -> ev.Error:
-    where = "The GPU" if on_gpu else "The computer"
-    message = f"{where} ran out of memory during training."
-    hint = "Turn on train.gradient_checkpointing, lower train.batch_size or train.resolution, then resume with --resume (the last checkpoint is intact)."
-    if on_gpu and cfg is not None:
-        try:
-            from lora_studio.core import fit
+    """The out_of_memory error: the estimate for these settings (GPU), the next smaller settings as a
+    one-click `fix`, and where the run stands (its last checkpoint is never touched by the failure:
+    checkpoints are written to a temp folder and renamed into place)."""
+    from lora_studio.core import fit
 
-            total = _gpu_total()
+    where = "The GPU" if on_gpu else "The computer"
+    if cfg is None:
+        return ev.Error("out_of_memory", f"{where} ran out of memory while reading the settings.",
+                        "Close other programs that use a lot of memory, then try again.")
+    total = _gpu_total() if on_gpu else 0
+    message = f"{where} ran out of memory during training."
+    try:
+        if on_gpu:
             estimate = fit.estimate_for_config(cfg)
             message = f"{where} ran out of memory during training (the estimate for these settings: {fit.fit_report(estimate, total)})."
-            suggestions = fit.suggest_settings(cfg, total)
-            if suggestions:
-                hint = f"Try: {suggestions[0][0]}; then resume with --resume (the last checkpoint is intact)."
-        except Exception:  # the estimate is advice; never let it hide the real error
-            pass
-    return ev.Error("out_of_memory", message, hint)
+        step = fit.next_smaller_settings(cfg, total, on_gpu=on_gpu)
+    except Exception:  # the estimate is advice; never let it hide the real error
+        step = None
+    run_dir = Path(cfg.output.dir)
+    kept = _kept_checkpoint(run_dir)
+    if step is None:
+        return ev.Error("out_of_memory", message, f"Close other programs that use {'the GPU' if on_gpu else 'memory'}, "
+                        f"or lower train.resolution; {kept}.")
+    description, changes = step
+    settings = ", ".join(f"{key} = {json.dumps(value)}" for key, value in changes.items())
+    hint = (f"Try: {description}: set {settings} in {run_dir / 'config.toml'}, then resume with "
+            f"`lora-studio train {run_dir} --resume`; {kept}.")
+    return ev.Error("out_of_memory", message, hint, fix=changes)
+
+
+def _kept_checkpoint(run_dir: Path) -> str:
+    from lora_studio.engine.checkpoint import list_checkpoints
+
+    ckpts = list_checkpoints(run_dir)
+    if not ckpts:
+        return "no checkpoint had been saved yet, so the run starts again from step 0"
+    return f"the last checkpoint (step {ckpts[-1][0]}) is intact and the run continues from it"
 
 
 def _gpu_total() -> int:
@@ -184,8 +208,8 @@ def event_process(body: Callable[[StreamSink], int], *, what: str, oom: Callable
         on_failure(sink)
         if isinstance(e, torch.OutOfMemoryError):
             sink.emit(oom(True))
-        elif isinstance(e, RuntimeError) and "can't allocate memory" in str(e):  # the CPU allocator's OOM
-            sink.emit(oom(False))
+        elif isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e)):
+            sink.emit(oom(False))  # Python's own allocation failure, or torch's CPU allocator's
         else:
             traceback.print_exc(file=sys.stderr)
             sink.emit(ev.Error("internal_error", f"{what} failed unexpectedly: {type(e).__name__}: {e}.",

@@ -104,6 +104,7 @@ class MainWindow(QMainWindow):
         """Build the run panel and history (once); returns the run panel."""
         if self.train_page.build():
             self.train_page.run_panel.run_started.connect(lambda _d: self.statusBar().showMessage("Training started.", 5000))
+            self.train_page.run_panel.fix_applied.connect(self._apply_fix)
             self._connect_runs()
         return self.train_page.run_panel
 
@@ -258,6 +259,12 @@ class MainWindow(QMainWindow):
         self.caption_editor.commit()
         self.store.flush()
         return self.project.new_run(self.store.config)
+
+    def _apply_fix(self, changes: dict) -> None:
+        """Settings accepted from an error (out of memory) go into the project too, so the next run fits."""
+        for key, value in changes.items():
+            self.store.set(key, value)
+        self.statusBar().showMessage("Changed " + ", ".join(f"{k} to {v}" for k, v in changes.items()) + " in the project's settings.", 8000)
 
     def _refresh_recent(self) -> None:
         recent = recent_projects()

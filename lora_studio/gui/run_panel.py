@@ -7,19 +7,18 @@ the panel, never a modal dialog: the artist should be able to read the message a
 
 from __future__ import annotations
 
-import html
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QFontDatabase
-from PySide6.QtWidgets import (
-    QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSplitter, QToolButton, QVBoxLayout, QWidget,
-)
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QSplitter, QToolButton, QVBoxLayout, QWidget
 
+from lora_studio.core import config as config_mod
 from lora_studio.core import events as ev
 from lora_studio.core.errors import UserError
+from lora_studio.core.fit import with_changes
+from lora_studio.gui.banner import Banner
 from lora_studio.gui.compare_dialog import CompareDialog
 from lora_studio.gui.export_dialog import ExportDialog
 from lora_studio.gui.log_view import LogView
@@ -32,7 +31,6 @@ PHASE_WORDS = {
     "loading": "Loading the model…", "caching": "Preparing the images…", "training": "Training…",
     "sampling": "Making sample images…", "saving": "Saving a checkpoint…", "exporting": "Exporting the LoRA…",
 }
-HINT_LINES = 8  # a crash's hint is the end of the log; the banner quotes only its last lines
 
 
 def format_eta(seconds: float) -> str:
@@ -53,58 +51,10 @@ def progress_text(step: int, total: int, steps_per_s: float | None, eta_s: float
     return " · ".join(parts)
 
 
-class Banner(QFrame):
-    """A message strip above the chart: an error (red) or a warning (amber), with the engine's hint."""
-
-    # Fixed light colours with their own text colour, so the banner reads the same in a dark theme.
-    STYLE = "Banner {{ background: {}; border: 1px solid {}; border-radius: 4px; }} QLabel {{ color: {}; }}"
-    STYLES = {
-        "error": STYLE.format("#fde3e1", "#e3a29c", "#5c0b07"),
-        "warning": STYLE.format("#fff3d4", "#e6c872", "#4d3a00"),
-    }
-
-    def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.kind = ""
-        self.message_label = QLabel(self)
-        self.message_label.setWordWrap(True)
-        self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.hint_label = QLabel(self)
-        self.hint_label.setWordWrap(True)
-        self.hint_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        close = QToolButton(self, text="✕", autoRaise=True, clicked=self.dismiss)
-        close.setToolTip("Hide this message")
-        text = QVBoxLayout()
-        text.addWidget(self.message_label)
-        text.addWidget(self.hint_label)
-        layout = QHBoxLayout(self)
-        layout.addLayout(text, 1)
-        layout.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
-        self.hide()
-
-    def show_message(self, kind: str, message: str, hint: str = "") -> None:
-        if kind == "warning" and self.kind == "error" and self.isVisible():
-            return  # a warning must not cover up the error that ended the run
-        self.kind = kind
-        self.setStyleSheet(self.STYLES[kind])
-        self.message_label.setText(f"<b>{'⚠' if kind == 'warning' else '✖'} {_html(message)}</b>")
-        multi_line = "\n" in hint.strip()
-        if multi_line:
-            hint = "\n".join(hint.strip().splitlines()[-HINT_LINES:])
-        self.hint_label.setFont(QFontDatabase.systemFont(
-            QFontDatabase.SystemFont.FixedFont if multi_line else QFontDatabase.SystemFont.GeneralFont))
-        self.hint_label.setText(hint)
-        self.hint_label.setVisible(bool(hint))
-        self.show()
-
-    def dismiss(self) -> None:
-        self.kind = ""
-        self.hide()
-
-
 class RunPanel(QWidget):
     run_started = Signal(Path)
     run_finished = Signal(Path, str)  # run dir, completed | stopped | failed
+    fix_applied = Signal(dict)  # {"section.key": value} the artist accepted from an error's fix
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -186,7 +136,7 @@ class RunPanel(QWidget):
         r.checkpoint_event.connect(lambda e: self.status_label.setText(f"Saved a checkpoint at step {e.step:,}."))
         r.exported_event.connect(self._on_exported)
         r.warning_event.connect(lambda e: self.banner.show_message("warning", e.message))
-        r.error_event.connect(lambda e: self.banner.show_message("error", e.message, e.hint))
+        r.error_event.connect(self._show_error)
         r.finished_event.connect(self._on_finished_event)
         r.log_line.connect(self.log_view.append_line)
         r.done.connect(self._on_done)
@@ -247,6 +197,26 @@ class RunPanel(QWidget):
         self.show_run(run_dir)  # the chart and samples so far; the engine continues from its checkpoint
         self._launch(run_dir, ["train", str(run_dir / "config.toml"), "--resume"])
 
+    def apply_fix(self, changes: dict) -> None:
+        """Write an error's suggested settings into the shown run's config.toml (the project's settings
+        follow through `fix_applied`), then resume it from its last checkpoint, or start afresh if it has none."""
+        run_dir = self._run_dir
+        if self.runner.is_running() or run_dir is None:
+            return
+        path = run_dir / "config.toml"
+        try:
+            config_mod.save(with_changes(config_mod.load(path, check=False), changes), path)
+        except (OSError, UserError) as err:
+            self.banner.show_message("error", f"Could not change the settings in {path}: {err}",
+                                     "Check that the run folder still exists and can be written to.")
+            return
+        self.fix_applied.emit(dict(changes))
+        if summarize_run(run_dir).resumable:
+            self.show_run(run_dir)
+            self._launch(run_dir, ["train", str(path), "--resume"])
+        else:
+            self.start()
+
     def stop(self) -> None:
         if not self.runner.is_running():
             return
@@ -283,7 +253,7 @@ class RunPanel(QWidget):
                 case ev.Exported():
                     self._exported = e
                 case ev.Error():
-                    self.banner.show_message("error", e.message, e.hint)
+                    self._show_error(e)
                 case ev.Finished():
                     self._finished = e
                     if e.status != "failed":
@@ -365,6 +335,14 @@ class RunPanel(QWidget):
 
     # --- helpers ------------------------------------------------------------------------------------
 
+    def _show_error(self, e: ev.Error) -> None:
+        action = None
+        if e.fix and self._run_dir is not None:
+            # A run that failed before its first checkpoint has nothing to resume: it starts again.
+            label = "Apply and resume" if checkpoint_steps(self._run_dir) else "Apply and start again"
+            action = (label, lambda: self.apply_fix(e.fix))
+        self.banner.show_message("error", e.message, e.hint, action=action)
+
     def _ending_text(self, status: str) -> str:
         step = self._finished.step if self._finished else 0
         exported = self._exported.path if self._exported else (self._finished.export_path if self._finished else "")
@@ -421,7 +399,3 @@ class RunPanel(QWidget):
     def _toggle_log(self, shown: bool) -> None:
         self.log_view.setVisible(shown)
         self.log_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
-
-
-def _html(text: str) -> str:
-    return html.escape(text, quote=False)

@@ -33,7 +33,7 @@ from PIL import Image
 
 DATA = Path(__file__).with_name("data")
 RUN_SHORT = DATA / "run_short.jsonl"  # 46 events, 40 steps, 8 samples, 2 checkpoints, exported, completed
-RUN_OOM = DATA / "run_oom.jsonl"  # 4 progress steps, then an out_of_memory error and finished(failed)
+RUN_OOM = DATA / "run_oom.jsonl"  # 4 progress steps, a checkpoint at 4, an out_of_memory error with a fix, finished(failed)
 DEFAULT_REPLAY = RUN_SHORT
 COMPARE_SHORT = DATA / "compare_short.jsonl"  # 20 cells: (base + steps 20, 40 x 0.5, 1.0) x trigger on/off x 2 prompts
 

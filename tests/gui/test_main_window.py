@@ -74,6 +74,20 @@ def test_a_run_config_is_written_into_a_fresh_run_dir(qtbot, tmp_path, isolated_
     w.close()
 
 
+
+def test_a_fix_accepted_in_the_train_tab_reaches_the_project_settings(qtbot, tmp_path, isolated_settings):
+    # "Apply and resume" after running out of memory: the next run from this project must fit as well.
+    project = make_project(tmp_path / "p", 2)
+    w = _window(qtbot)
+    _opened(qtbot, w, project)
+    panel = w.ensure_train_page()
+    panel.fix_applied.emit({"train.batch_size": 1, "train.gradient_accumulation": 2})
+    assert w.settings_panel.batch_size.value() == 1
+    w.store.flush()
+    train = tomllib.loads(project.config_path.read_text())["train"]
+    assert (train["batch_size"], train["gradient_accumulation"]) == (1, 2)
+    w.close()
+
 def test_window_undo_commits_the_typing_first(qtbot, tmp_path, isolated_settings):
     project = make_project(tmp_path / "p", 2)
     w = _window(qtbot)

@@ -8,6 +8,8 @@ import pytest
 from fake_engine import RUN_OOM, fake_engine_command, make_run_dir, replay_run
 from PySide6.QtCore import Qt
 
+from lora_studio.core import config as config_mod
+from lora_studio.core import events as ev
 from lora_studio.core.errors import UserError
 from lora_studio.gui.run_history import RunHistory, summarize_run
 from lora_studio.gui.run_panel import RunPanel, format_eta, progress_text
@@ -81,8 +83,35 @@ def test_the_engines_error_shows_its_message_and_hint(qtbot, panel):
     with qtbot.waitSignal(panel.run_finished, timeout=20_000) as finished:
         panel.start()
     assert finished.args[1] == "failed"
-    assert "The GPU ran out of memory at step 8." in panel.banner.message_label.text()
-    assert panel.banner.hint_label.text().startswith("Lower the batch size")
+    assert "The GPU ran out of memory during training" in panel.banner.message_label.text()
+    assert panel.banner.hint_label.text().startswith("Try: turn on gradient checkpointing")
+
+
+def test_out_of_memory_applies_its_fix_and_resumes(qtbot, panel, runs_dir):
+    panel.set_engine_command(*fake_engine_command("--replay", str(RUN_OOM)))
+    with qtbot.waitSignal(panel.run_finished, timeout=20_000):
+        panel.start()
+    run_dir = runs_dir / "run-1"
+    assert panel.banner.action_button.isVisible()
+    assert panel.banner.action_button.text() == "Apply and resume"  # the run saved a checkpoint at step 4
+
+    panel.set_engine_command(*fake_engine_command())
+    with qtbot.waitSignal(panel.fix_applied, timeout=5_000) as applied, \
+            qtbot.waitSignal(panel.run_finished, timeout=20_000) as finished:
+        qtbot.mouseClick(panel.banner.action_button, Qt.MouseButton.LeftButton)
+    assert applied.args == [{"train.gradient_checkpointing": True}]
+    # The run's own settings now carry the fix (the engine resumes from them), the rest kept as they were.
+    saved = config_mod.load(run_dir / "config.toml", check=False)
+    assert saved.train.gradient_checkpointing is True and saved.output.name == "my_style"
+    assert finished.args == [run_dir, "completed"]
+    assert [e.start_step for e in ev.read_jsonl(run_dir / "events.jsonl") if isinstance(e, ev.Started)] == [0, 4]
+    assert not panel.banner.isVisible() or panel.banner.kind != "error"
+
+
+def test_reopening_a_run_that_ran_out_of_memory_still_offers_the_fix(qtbot, panel, runs_dir):
+    run_dir = replay_run(make_run_dir(runs_dir, "oom"), "--replay", str(RUN_OOM))
+    panel.show_run(run_dir)
+    assert panel.banner.kind == "error" and panel.banner.action_button.text() == "Apply and resume"
 
 
 def test_a_settings_problem_is_shown_and_nothing_starts(qtbot, panel):

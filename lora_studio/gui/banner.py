@@ -1,0 +1,85 @@
+"""A message strip for errors and warnings, with the engine's hint and, when the error carries one, a
+button that applies its fix (out of memory: "Apply and resume" with the next smaller settings).
+
+Never a modal dialog: the artist should be able to read the message and the log together.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QFontDatabase
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QToolButton, QVBoxLayout, QWidget
+
+HINT_LINES = 8  # a crash's hint is the end of the log; the banner quotes only its last lines
+
+
+class Banner(QFrame):
+    """An error (red) or a warning (amber), with the engine's hint and an optional action button."""
+
+    # Fixed light colours with their own text colour, so the banner reads the same in a dark theme.
+    STYLE = "Banner {{ background: {}; border: 1px solid {}; border-radius: 4px; }} QLabel {{ color: {}; }}"
+    STYLES = {
+        "error": STYLE.format("#fde3e1", "#e3a29c", "#5c0b07"),
+        "warning": STYLE.format("#fff3d4", "#e6c872", "#4d3a00"),
+    }
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.kind = ""
+        self._action: Callable[[], None] | None = None
+        self.message_label = QLabel(self)
+        self.message_label.setWordWrap(True)
+        self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.hint_label = QLabel(self)
+        self.hint_label.setWordWrap(True)
+        self.hint_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.action_button = QPushButton(self, clicked=self._act)
+        self.action_button.hide()
+        close = QToolButton(self, text="✕", autoRaise=True, clicked=self.dismiss)
+        close.setToolTip("Hide this message")
+        text = QVBoxLayout()
+        text.addWidget(self.message_label)
+        text.addWidget(self.hint_label)
+        layout = QHBoxLayout(self)
+        layout.addLayout(text, 1)
+        layout.addWidget(self.action_button, 0, Qt.AlignmentFlag.AlignVCenter)
+        layout.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
+        self.hide()
+
+    def show_message(self, kind: str, message: str, hint: str = "",
+                     action: tuple[str, Callable[[], None]] | None = None) -> None:
+        if kind == "warning" and self.kind == "error" and self.isVisible():
+            return  # a warning must not cover up the error that ended the run
+        self.kind = kind
+        self.setStyleSheet(self.STYLES[kind])
+        self.message_label.setText(f"<b>{'⚠' if kind == 'warning' else '✖'} {_html(message)}</b>")
+        multi_line = "\n" in hint.strip()
+        if multi_line:
+            hint = "\n".join(hint.strip().splitlines()[-HINT_LINES:])
+        self.hint_label.setFont(QFontDatabase.systemFont(
+            QFontDatabase.SystemFont.FixedFont if multi_line else QFontDatabase.SystemFont.GeneralFont))
+        self.hint_label.setText(hint)
+        self.hint_label.setVisible(bool(hint))
+        self._action = action[1] if action else None
+        self.action_button.setText(action[0] if action else "")
+        self.action_button.setVisible(action is not None)
+        self.show()
+
+    def dismiss(self) -> None:
+        self.kind = ""
+        self._action = None
+        self.action_button.hide()
+        self.hide()
+
+    def _act(self) -> None:
+        action = self._action
+        self.dismiss()
+        if action is not None:
+            action()
+
+
+def _html(text: str) -> str:
+    return html.escape(text, quote=False)
