@@ -140,7 +140,7 @@ def _dry_run(cfg, out) -> int:
     from lora_studio.core.dataset import scan
 
     data = scan(cfg.dataset)
-    b = budget.budget_from_steps(data, cfg.train.max_steps, cfg.train.batch_size, cfg.train.gradient_accumulation)
+    b = budget.budget_for(cfg, data)
     print(f"Settings are valid. {budget.describe(b)}.", file=out)
     total = _gpu_total()
     print(fit.dry_run_report(cfg, total), file=out)

@@ -16,8 +16,8 @@ from lora_studio.core.errors import Problem
 
 # How the Train tab names a setting with a problem ("The base model is empty; ...").
 KEY_NAMES = {"model.base": "The base model", "dataset.path": "The image folder", "train.resolution": "The resolution",
-             "train.max_steps": "The number of steps", "network.rank": "The rank", "train.learning_rate": "The learning rate",
-             "train.batch_size": "The batch size", "output.name": "The LoRA file name"}
+             "train.max_steps": "The number of steps", "train.epochs": "The number of epochs", "network.rank": "The rank",
+             "train.learning_rate": "The learning rate", "train.batch_size": "The batch size", "output.name": "The LoRA file name"}
 
 
 class WelcomePage(QWidget):

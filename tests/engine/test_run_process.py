@@ -176,3 +176,16 @@ def test_dry_run_checks_settings_budget_and_memory_without_training(tiny_model_d
     assert "Settings are valid" in done.stdout and "30 steps" in done.stdout and "batch 2" in done.stdout
     assert "GB" in done.stdout
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_dry_run_counts_train_epochs_as_the_run_will(tiny_model_dir, dataset, tmp_path):
+    from lora_studio.core.budget import budget_for
+    from lora_studio.core.dataset import scan
+
+    cfg = tiny_config(tiny_model_dir, dataset, tmp_path / "run", train={"epochs": 3})
+    done = subprocess.run([sys.executable, "-m", "lora_studio", "train", str(write_config(cfg, tmp_path / "run.toml")), "--dry-run"],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 0, done.stderr
+    steps = budget_for(cfg, scan(cfg.dataset)).steps
+    assert steps != cfg.train.max_steps  # the epochs, not the default 1,500 steps
+    assert "3 epochs" in done.stdout and f"{steps} steps" in done.stdout, done.stdout
