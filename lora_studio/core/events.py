@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +73,10 @@ class Sample(Event):
 @dataclass(frozen=True)
 class CompareCell(Event):
     """One image of a comparison grid: a checkpoint at a LoRA strength, with or without the trigger.
-    step 0 with strength 0 is the base model (the baseline row)."""
+    step 0 with strength 0 is the base model (the baseline row).
+
+    The same record is a cell of the grid's grid.json: the same fields, less `time`, with `path` stored as
+    `file`, relative to the grid's folder (so a copied or moved folder still opens)."""
 
     type: ClassVar[str] = "compare_cell"
     step: int
@@ -82,6 +86,34 @@ class CompareCell(Event):
     prompt: str
     seed: int
     path: str
+
+    def grid_entry(self, folder: Path) -> dict[str, Any]:
+        """This cell as grid.json holds it; the image must lie in `folder`."""
+        entry = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("time", "path")}
+        return entry | {"file": Path(self.path).relative_to(folder).as_posix()}
+
+    @classmethod
+    def from_grid_entry(cls, item: Any, folder: Path) -> CompareCell | None:
+        """A grid.json cell read back, or None when a key the grid needs is missing or of the wrong kind.
+        Files of every version load: step, strength, trigger, prompt_index and file are needed; prompt and
+        seed are read when present (hand-written or older grids may lack them)."""
+        if not isinstance(item, dict):
+            return None
+        step, strength, trigger, index, name = (item.get(k) for k in ("step", "strength", "trigger", "prompt_index", "file"))
+        if not (_is_int(step) and _is_int(index) and isinstance(trigger, bool) and isinstance(name, str) and name):
+            return None
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength):
+            return None
+        path = (Path(folder) / name).resolve()
+        if not path.is_relative_to(Path(folder).resolve()):
+            return None  # a file name that climbs out of the comparison's folder is not ours to show
+        prompt, seed = item.get("prompt", ""), item.get("seed", 0)
+        return cls(step=step, strength=float(strength), trigger=trigger, prompt_index=index,
+                   prompt=prompt if isinstance(prompt, str) else "", seed=seed if _is_int(seed) else 0, path=str(path))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON's true is not a step
 
 
 @dataclass(frozen=True)

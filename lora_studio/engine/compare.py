@@ -16,7 +16,7 @@ import contextlib
 import gc
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 from pathlib import Path
 
 from lora_studio.core import config as config_mod
@@ -29,17 +29,6 @@ from lora_studio.engine.run import StdinCommands, StreamSink, event_process
 ADAPTER = "default"  # the name lora.add_lora's inject_adapter_in_model gives the adapter
 
 
-@dataclass(frozen=True)
-class Cell:
-    step: int
-    strength: float
-    trigger: bool
-    prompt_index: int
-    prompt: str
-    seed: int
-    file: str
-
-
 def cell_name(step: int, strength: float, trigger: bool, prompt_index: int) -> str:
     # Two decimals keep names sortable; a finer strength keeps all its digits rather than colliding.
     s = f"{strength:.2f}" if round(strength, 2) == strength else f"{strength:g}"
@@ -48,7 +37,8 @@ def cell_name(step: int, strength: float, trigger: bool, prompt_index: int) -> s
 
 def plan(run_dir: Path, *, steps=None, strengths=None, prompts=None, trigger_variants=True, seed=None, sampling_steps=None):
     """(run config, [(step, checkpoint dir)], cells in render order, settings). Checks everything the
-    artist can get wrong before the model is loaded, so a typo fails in a second."""
+    artist can get wrong before the model is loaded, so a typo fails in a second. A cell's path is its file
+    name alone: the grid's folder is made only when rendering starts."""
     from lora_studio.engine.checkpoint import list_checkpoints
 
     if not (run_dir / "config.toml").is_file():
@@ -84,7 +74,7 @@ def plan(run_dir: Path, *, steps=None, strengths=None, prompts=None, trigger_var
         if trigger_variants and trigger and without != join_tags(split_tags(prompt)):
             rows.append((i, without, False, base_seed + i))
     columns = [(0, 0.0)] + [(s, k) for s, _ in chosen for k in strengths]
-    cells = [Cell(s, k, t, i, p, sd, cell_name(s, k, t, i)) for s, k in columns for i, p, t, sd in rows]
+    cells = [ev.CompareCell(s, k, t, i, p, sd, cell_name(s, k, t, i)) for s, k in columns for i, p, t, sd in rows]
     settings = {
         "steps": [s for s, _ in chosen], "strengths": strengths, "prompts": prompts, "trigger": trigger,
         "trigger_variants": trigger_variants, "seed": base_seed, "sampling_steps": sampling_steps or cfg.sample.steps,
@@ -175,11 +165,11 @@ def _render(run_dir: Path, sink: StreamSink, commands: StdinCommands, **options)
                     guidance_scale=settings["guidance_scale"], width=settings["width"], height=settings["height"],
                     generator=torch.Generator(device="cpu").manual_seed(cell.seed), clip_skip=(cfg.model.clip_skip - 1) or None,
                 ).images[0]
-            path = out_dir / cell.file
-            atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
-            grid["cells"].append(asdict(cell))
+            made = replace(cell, path=str(out_dir / cell.path), time=time.time())  # the event's time is when it was made
+            atomic_write(Path(made.path), lambda tmp: image.save(tmp, format="PNG"))
+            grid["cells"].append(made.grid_entry(out_dir))
             atomic_write_text(out_dir / "grid.json", json.dumps(grid, indent=1))
-            sink.emit(ev.CompareCell(cell.step, cell.strength, cell.trigger, cell.prompt_index, cell.prompt, cell.seed, str(path)))
+            sink.emit(made)
         else:
             status = "completed"
     finally:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, QUrl, Signal
@@ -248,11 +249,8 @@ class CompareDialog(QDialog):
     # --- engine events ------------------------------------------------------------------------------
 
     def _on_cell(self, cell: ev.CompareCell) -> None:
-        path = Path(cell.path)
-        if not path.is_absolute():
-            cell = ev.CompareCell(step=cell.step, strength=cell.strength, trigger=cell.trigger,
-                                  prompt_index=cell.prompt_index, prompt=cell.prompt, seed=cell.seed,
-                                  path=str(self.run_dir / path), time=cell.time)
+        if not Path(cell.path).is_absolute():
+            cell = replace(cell, path=str(self.run_dir / cell.path))
         key = self._results.add(cell)
         self._folder = Path(cell.path).parent
         self.open_button.setEnabled(True)

@@ -9,7 +9,6 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -103,35 +102,11 @@ class SavedGrid:
     status: str = ""  # the engine's: completed | stopped | failed | running (it was ended mid-grid)
 
 
-def _saved_cell(item: Any, folder: Path) -> ev.CompareCell | None:
-    """One grid.json cell, or None when a key the grid needs is missing or of the wrong kind."""
-    if not isinstance(item, dict):
-        return None
-    step, strength, trigger, index = (item.get(k) for k in ("step", "strength", "trigger", "prompt_index"))
-    name = item.get("file")
-    if not (_is_int(step) and _is_int(index) and isinstance(trigger, bool) and isinstance(name, str) and name):
-        return None
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength):
-        return None
-    path = (folder / name).resolve()
-    if not path.is_relative_to(folder.resolve()):
-        return None  # a file name that climbs out of the comparison's folder is not ours to show
-    prompt, seed = item.get("prompt", ""), item.get("seed", 0)
-    return ev.CompareCell(
-        step=step, strength=float(strength), trigger=trigger, prompt_index=index,
-        prompt=prompt if isinstance(prompt, str) else "", seed=seed if _is_int(seed) else 0, path=str(path),
-    )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def load_saved_grid(run_dir: Path) -> SavedGrid | None:
     """The newest RUN_DIR/compare/<id>/grid.json that holds at least one usable cell.
 
-    Accepted shapes: a list of cells, or an object with a "cells" list. A cell needs step, strength, trigger,
-    prompt_index and file (relative to the grid's folder); prompt and seed are read when present.
+    Accepted shapes: a list of cells, or an object with a "cells" list; each cell is read by
+    CompareCell.from_grid_entry, and the ones it cannot use are skipped.
     """
     found = []
     for grid in Path(run_dir).glob(f"compare/*/{GRID_FILE}"):
@@ -147,7 +122,7 @@ def load_saved_grid(run_dir: Path) -> SavedGrid | None:
         items = data.get("cells") if isinstance(data, dict) else data
         if not isinstance(items, list):
             continue
-        cells = [c for item in items if (c := _saved_cell(item, grid.parent)) is not None]
+        cells = [c for item in items if (c := ev.CompareCell.from_grid_entry(item, grid.parent)) is not None]
         status = data.get("status") if isinstance(data, dict) else ""
         if cells:
             return SavedGrid(grid.parent, cells, mtime, status if isinstance(status, str) else "")

@@ -63,6 +63,7 @@ def test_the_plan_checks_before_loading_anything(run_dir, tmp_path):
     rows = [(c.prompt_index, c.prompt, c.trigger) for c in cells if c.step == 0]
     assert rows == [(0, "tstyle, a circle", True), (0, "a circle", False), (1, "a square", True)]
     assert len(cells) == 3 + 2 * 2 * 3
+    assert cells[-1].path == "step_000004_s1.00_t1_p1.png"  # a name in the grid's folder, made when rendering starts
     assert cell_name(200, 1.0, True, 0) == "step_000200_s1.00_t1_p0.png"
     assert cell_name(0, 0.125, False, 3) == "step_000000_s0.125_t0_p3.png"  # no collision with 0.12 / 0.13
     # Strength 0 is the baseline: not rendered again per checkpoint.

@@ -12,7 +12,8 @@ with state.json, and stdin commands (stop / sample / save) read between events.
 
 `compare` replays compare_short.jsonl (a grid of 2 prompts: the base model, then steps 20 and 40 at strengths
 0.5 and 1.0, each with and without the trigger), keeping only the cells the arguments ask for, writing each
-cell's PNG and the folder's grid.json (the engine's shape: {"status", "cells": [{..., "file"}]}) as it goes;
+cell's PNG and the folder's grid.json (the engine's shape: {"status", "cells": [{..., "file"}]}, each cell
+written by CompareCell.grid_entry as the engine writes it) as it goes;
 it refuses a step without a checkpoint, as the engine does.
 """
 
@@ -30,6 +31,8 @@ import time
 from pathlib import Path
 
 from PIL import Image
+
+from lora_studio.core import events as ev
 
 DATA = Path(__file__).with_name("data")
 RUN_SHORT = DATA / "run_short.jsonl"  # 46 events, 40 steps, 8 samples, 2 checkpoints, exported, completed
@@ -289,8 +292,7 @@ def compare(opts: argparse.Namespace) -> int:
             write_compare_png(path, data)
             grid = grids.setdefault(path.parent, {"version": 1, "run_dir": str(run_dir), "status": "running",
                                                   "settings": {"steps": steps, "strengths": strengths}, "cells": []})
-            grid["cells"].append({k: data[k] for k in ("step", "strength", "trigger", "prompt_index", "prompt", "seed")}
-                                 | {"file": path.name})
+            grid["cells"].append(ev.from_dict(data).grid_entry(path.parent))  # the engine's own record
             save(path.parent, "running")
             made += 1
         if data["type"] == "finished":
