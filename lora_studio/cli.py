@@ -45,10 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the findings as JSON")
 
     b = sub.add_parser("bench", help="time our training step against the diffusers reference recipe")
-    b.add_argument("--preset", default="tiny", choices=("tiny", "sd15-512", "sdxl-1024"))
+    b.add_argument("--preset", default="tiny", choices=("tiny", "sd15-512", "sdxl-1024", "sdxl-1024-fp8"))
     b.add_argument("--steps", type=int, default=None, help="timed steps per side (default: per preset)")
     b.add_argument("--batch-size", type=int, default=None)
     b.add_argument("--json", type=Path, default=None, help="write the results to this file")
+    b.add_argument("--base-weights", default=None, choices=("auto", "fp32", "fp16", "bf16", "fp8"),
+                   help="storage of our side's frozen weights (default: per preset); the reference keeps the recipe's")
 
     d = sub.add_parser("demo", help="create a demo project (20 images, a tiny built-in model) and open it")
     d.add_argument("dir", type=Path, nargs="?", default=None, help="where to create it (default: in your documents)")
@@ -90,7 +92,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "bench":
         from lora_studio.engine.bench import bench_command
 
-        return bench_command(args.preset, steps=args.steps, batch_size=args.batch_size, json_path=args.json)
+        return bench_command(args.preset, steps=args.steps, batch_size=args.batch_size, json_path=args.json,
+                             base_weights=args.base_weights)
     if args.command == "demo":
         from lora_studio.core.project import default_demo_dir
 

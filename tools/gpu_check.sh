@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue #5's GPU figures in one run on a lent GPU machine (about 5-10 minutes on an H100/H200):
-# sd15-512 at batch 1 (memory target) and batch 8 (MFU target), sdxl-1024 (memory target, bf16),
+# sd15-512 at batch 1 (memory target) and batch 8 (MFU target), sdxl-1024 (memory target, bf16) and
+# sdxl-1024-fp8 (the 6 GB target; our side stores the base in fp8),
 # each with ours vs the reference recipe, MFU, peak memory and the fit estimate's ratio.
 #
 # The device image has torch, transformers, peft, accelerate, safetensors, pillow and psutil, but not
@@ -21,3 +22,4 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 python3 -m lora_studio bench --preset sd15-512 --json "$OUT/sd15-512.json" 2>&1 | tee "$OUT/sd15-512.log"
 python3 -m lora_studio bench --preset sd15-512 --batch-size 8 --json "$OUT/sd15-512-b8.json" 2>&1 | tee "$OUT/sd15-512-b8.log"
 python3 -m lora_studio bench --preset sdxl-1024 --steps 10 --json "$OUT/sdxl-1024.json" 2>&1 | tee "$OUT/sdxl-1024.log"
+python3 -m lora_studio bench --preset sdxl-1024-fp8 --steps 10 --json "$OUT/sdxl-1024-fp8.json" 2>&1 | tee "$OUT/sdxl-1024-fp8.log"

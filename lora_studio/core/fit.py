@@ -7,7 +7,7 @@ The model (docs/performance.md, "The fit estimate", has the derivation):
     caching  = UNet + VAE + text encoders + one VAE encode (the engine encodes with the UNet already placed)
 
 - weights: parameter counts of the real architectures (exact, from the shipped configs) × bytes of the
-  storage dtype; fp8 stores Linear/Conv weights in one byte (99.9 % of the UNet), the rest stays fp32. The VAE
+  storage dtype; fp8 stores Linear/Conv weights in one byte (99.9 % of the UNet), the rest in the compute dtype. The VAE
   (fp32) stays on the GPU only when latents are not cached, the text encoders when their outputs are not
   cached or they train.
 - LoRA & optimizer: LoRA parameters (exact per rank and target set) × 16 bytes (fp32 weight, gradient, two
@@ -19,7 +19,7 @@ The model (docs/performance.md, "The fit estimate", has the derivation):
   head). fp32 compute doubles them; fp32 weights under 16-bit autocast add the 16-bit copies of the weights
   that the matmuls keep.
 - workspace: the transient rise above that during backward (also calibrated), a VAE encode per step when
-  latents are not cached, the upcast fp8 layers, cuBLAS workspace, and what the CUDA context and the caching
+  latents are not cached, the upcast fp8 layers (`Arch.fp8_upcast_ckpt`), cuBLAS workspace, and what the CUDA context and the caching
   allocator take beyond the tensors (not in torch.cuda.max_memory_allocated; see `Estimate.overhead_bytes`).
 """
 
@@ -39,9 +39,6 @@ MiB = 1 << 20
 CUDA_CONTEXT_BYTES = 500 * MiB
 ALLOCATOR_SLACK = 0.10
 CUBLAS_WORKSPACE_BYTES = 64 * MiB
-# fp8 base weights (diffusers' layerwise casting): the upcast copies of the layers in flight. Measured on
-# small UNets on a CPU (LoRA Studio's Trainer, fp8 storage): 15 % of the weights in the compute dtype.
-FP8_INFLIGHT_SHARE = 0.15
 # VAE encoder (fp32, no grad): its peak is five 128-channel fp32 maps of the image (measured, 2,560 B/pixel).
 VAE_ENCODE_BYTES_PER_PIXEL = 2560
 # How the engine caches (engine/trainer.py + engine/train.py): the VAE and text encoders are on the GPU
@@ -63,6 +60,11 @@ class Arch:
     saved_ckpt: float
     transient: float
     transient_ckpt: float
+    # fp8 base weights (engine/fp8.py) are upcast to the compute dtype as each layer runs, and backward keeps
+    # the upcast copy of every weight it still needs. With gradient checkpointing that is one block's worth at
+    # a time: this share of the Linear/Conv weights in the compute dtype (simulated, independent of resolution).
+    # Without checkpointing it is nearly all of them (FP32_WEIGHT_COPY_SHARE[False]): fp8 then saves nothing.
+    fp8_upcast_ckpt: float
 
 
 # Parameter counts: the shipped configs (resources/models/*), counted on the meta device.
@@ -71,19 +73,19 @@ ARCHS: dict[str, Arch] = {
     "sd1": Arch(
         unet=859_520_964, unet_matmul=859_077_120, vae=83_653_863, text_encoders=(123_060_480,), te_layers=((12, 768),),
         lora_per_rank={"attention": 199_296, "attention+ff": 199_296 + 174_720}, te_lora_per_rank=12 * 4 * 2 * 768,
-        saved=280_306, saved_ckpt=42_301, transient=6_071, transient_ckpt=24_794,
+        saved=280_306, saved_ckpt=42_301, transient=6_071, transient_ckpt=24_794, fp8_upcast_ckpt=0.126,
     ),
     "sd2": Arch(
         unet=865_910_724, unet_matmul=865_466_880, vae=83_653_863, text_encoders=(340_387_840,), te_layers=((23, 1024),),
         lora_per_rank={"attention": 207_488, "attention+ff": 207_488 + 174_720}, te_lora_per_rank=23 * 4 * 2 * 1024,
-        saved=269_905, saved_ckpt=31_671, transient=6_804, transient_ckpt=25_448,
+        saved=269_905, saved_ckpt=31_671, transient=6_804, transient_ckpt=25_448, fp8_upcast_ckpt=0.125,
     ),
     "sdxl": Arch(
         unet=2_567_463_684, unet_matmul=2_565_880_320, vae=83_653_863, text_encoders=(123_060_480, 694_659_840),
         te_layers=((12, 768), (32, 1280)),
         lora_per_rank={"attention": 1_451_520, "attention+ff": 1_451_520 + 1_164_800},
         te_lora_per_rank=12 * 4 * 2 * 768 + 32 * 4 * 2 * 1280,
-        saved=478_046, saved_ckpt=32_537, transient=4_339, transient_ckpt=11_606,
+        saved=478_046, saved_ckpt=32_537, transient=4_339, transient_ckpt=11_606, fp8_upcast_ckpt=0.029,
     ),
 }
 KINDS = tuple(ARCHS)
@@ -156,7 +158,7 @@ def estimate_peak_bytes(
 
     # Weights.
     if base == "fp8":
-        unet_w = a.unet_matmul * 1 + (a.unet - a.unet_matmul) * 4
+        unet_w = a.unet_matmul * 1 + (a.unet - a.unet_matmul) * compute_bytes  # biases and norms: compute dtype
     else:
         unet_w = a.unet * BYTES[base]
     vae_w = a.vae * 4
@@ -180,11 +182,17 @@ def estimate_peak_bytes(
         saved += FP32_WEIGHT_COPY_SHARE[ckpt] * a.unet_matmul * 2
         notes.append("fp32 base weights under 16-bit autocast keep 16-bit copies of the weights for backward; "
                      "bf16 base weights avoid that")
+    fp8_inflight = 0
+    if base == "fp8" and ckpt:
+        fp8_inflight = int(a.fp8_upcast_ckpt * a.unet_matmul * compute_bytes)
+    elif base == "fp8":
+        saved += FP32_WEIGHT_COPY_SHARE[False] * a.unet_matmul * compute_bytes
+        notes.append("fp8 base weights save memory only with gradient checkpointing: without it, backward keeps "
+                     "an upcast copy of nearly every weight")
     if train_text_encoder:
         te_act = sum(n * w for n, w in a.te_layers) * TOKENS * TE_SAVED_VALUES_PER_TOKEN_LAYER * compute_bytes * batch_size
         saved += te_act / (2 if gradient_checkpointing else 1)
     vae_step = 0 if cache_latents else VAE_ENCODE_BYTES_PER_PIXEL * resolution * resolution * batch_size
-    fp8_inflight = int(FP8_INFLIGHT_SHARE * a.unet_matmul * compute_bytes) if base == "fp8" else 0
     step_workspace = transient + vae_step + fp8_inflight + CUBLAS_WORKSPACE_BYTES
     slack = int(ALLOCATOR_SLACK * (saved + step_workspace))
 
@@ -306,7 +314,8 @@ def _ladder(cfg: Any, *, on_gpu: bool = True) -> list[tuple[str, dict[str, Any]]
     if on_gpu and base == "fp32":
         steps.append(("store the base weights in bf16", {"train.base_weights": "bf16", "train.mixed_precision": "bf16" if mixed == "no" else mixed}))
     if on_gpu and base != "fp8":
-        steps.append(("store the base weights in fp8", {"train.base_weights": "fp8"}))
+        # fp8 storage saves memory only with gradient checkpointing (see Arch.fp8_upcast_ckpt): the two go together.
+        steps.append(("store the base weights in fp8", {"train.base_weights": "fp8", "train.gradient_checkpointing": True}))
     if not t.cache_latents:
         steps.append(("cache the latents", {"train.cache_latents": True}))
     batch = t.batch_size

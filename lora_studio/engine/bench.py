@@ -64,7 +64,11 @@ PRESETS = {
     "sd15-512": Preset("sd15-512", "sd1", "full", 512, 1, 16, steps=30, warmup=3, chunk=5, gradient_checkpointing=False, base_weights="auto"),
     # SDXL at 1024 px needs gradient checkpointing to fit the 8 GB target (see docs/performance.md).
     "sdxl-1024": Preset("sdxl-1024", "sdxl", "full", 1024, 1, 16, steps=20, warmup=3, chunk=5, gradient_checkpointing=True, base_weights="bf16"),
+    # The 6 GB target: our side stores the frozen weights in fp8. The reference recipe has no fp8 storage and
+    # keeps bf16, so the speedup here is not at equal settings (the JSON says so in mismatched_settings).
+    "sdxl-1024-fp8": Preset("sdxl-1024-fp8", "sdxl", "full", 1024, 1, 16, steps=20, warmup=3, chunk=5, gradient_checkpointing=True, base_weights="fp8"),
 }
+BASE_WEIGHTS = ("auto", "fp32", "fp16", "bf16", "fp8")
 
 
 def bench_config(preset: Preset, *, batch_size: int, mixed_precision: str, base_weights: str) -> Config:
@@ -201,18 +205,20 @@ def _quiet_diffusers():
 
 
 def run_bench(preset_name: str, *, steps: int | None = None, batch_size: int | None = None, device: str | None = None,
-              log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict:
-    """Run the benchmark in this process and return the results (the JSON document)."""
+              base_weights: str | None = None, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict:
+    """Run the benchmark in this process and return the results (the JSON document). `base_weights` overrides
+    the preset's storage of our side's frozen weights (fp8 on the tiny preset: the fp8 path on a CPU)."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     threads_before = torch.get_num_threads()
     try:
         with _quiet_diffusers():
-            return _run_bench(preset_name, steps=steps, batch_size=batch_size, device=dev, log=log)
+            return _run_bench(preset_name, steps=steps, batch_size=batch_size, device=dev, base_weights=base_weights, log=log)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _run_bench(preset_name: str, *, steps: int | None, batch_size: int | None, device: torch.device, log: Callable[[str], None]) -> dict:
+def _run_bench(preset_name: str, *, steps: int | None, batch_size: int | None, device: torch.device, base_weights: str | None,
+               log: Callable[[str], None]) -> dict:
     from accelerate import Accelerator
 
     if preset_name not in PRESETS:
@@ -231,11 +237,18 @@ def _run_bench(preset_name: str, *, steps: int | None, batch_size: int | None, d
         raise UserError("--steps and --batch-size must be at least 1.", code="bad_argument")
     began = time.perf_counter()
     date = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    if base_weights is not None and base_weights not in BASE_WEIGHTS:
+        raise UserError(f"--base-weights {base_weights!r} is not a storage type.", hint=f"Use one of {', '.join(BASE_WEIGHTS)}.",
+                        code="bad_argument")
     mixed = _mixed_precision(dev)
-    base = preset.base_weights if preset.base_weights != "auto" else {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}[mixed]
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[base]
-    cfg = bench_config(preset, batch_size=batch, mixed_precision=mixed, base_weights=base)
+    base = base_weights if base_weights not in (None, "auto") else preset.base_weights
+    base = base if base != "auto" else {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}[mixed]
     compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed, torch.float32)
+    # fp8 is built in the compute dtype (the reference keeps it; ours casts to fp8 when it places the UNet),
+    # on the CPU, as the engine loads it: the full-precision UNet never reaches the GPU on our side.
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp8": compute}[base]
+    build_device = torch.device("cpu") if base == "fp8" else dev
+    cfg = bench_config(preset, batch_size=batch, mixed_precision=mixed, base_weights=base)
     log(f"bench {preset_name}: {preset.kind} ({preset.size}), {preset.resolution} px, batch {batch}, rank {preset.rank}, "
         f"{mixed if mixed != 'no' else 'fp32'}, {steps} timed steps per side, on {_device_description(dev)}")
 
@@ -255,7 +268,7 @@ def _run_bench(preset_name: str, *, steps: int | None, batch_size: int | None, d
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         with tracker:
-            models = build_models(preset.kind, preset.size, dev, dtype, seed=0)
+            models = build_models(preset.kind, preset.size, build_device, dtype, seed=0)
             side = cls(models, cfg, accelerator(), inputs)
             side.flush()
         del models
@@ -367,8 +380,9 @@ def format_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def bench_command(preset: str, *, steps: int | None = None, batch_size: int | None = None, json_path: Path | None = None) -> int:
-    doc = run_bench(preset, steps=steps, batch_size=batch_size)
+def bench_command(preset: str, *, steps: int | None = None, batch_size: int | None = None, json_path: Path | None = None,
+                  base_weights: str | None = None) -> int:
+    doc = run_bench(preset, steps=steps, batch_size=batch_size, base_weights=base_weights)
     print(format_table(doc))
     if json_path is not None:
         from lora_studio.core.atomic import atomic_write_text

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from torch.nn.utils import parametrize
 
 from lora_studio.core.config import Config
 from lora_studio.engine.measure import LiveTensorBytes, sync
@@ -34,7 +35,8 @@ def _lora_settings(unet: torch.nn.Module) -> dict:
                 dtypes.add(str(a.weight.dtype).removeprefix("torch."))
             scalings.update(float(s) for s in m.scaling.values())
     trainable = sum(p.numel() for p in unet.parameters() if p.requires_grad)
-    base = unet.conv_in.weight.dtype
+    conv_in = unet.conv_in  # its stored dtype: an fp8-stored weight reads as the compute dtype (engine/fp8.py)
+    base = conv_in.parametrizations.weight.original.dtype if parametrize.is_parametrized(conv_in, "weight") else conv_in.weight.dtype
     return {
         "lora_modules": count, "rank": sorted(ranks), "lora_scaling": sorted(scalings), "lora_dtype": sorted(dtypes),
         "trainable_params": trainable, "base_dtype": str(base).removeprefix("torch."),

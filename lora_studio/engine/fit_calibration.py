@@ -65,8 +65,9 @@ def simulate_step_memory(kind: str, resolution: int, batch_size: int, rank: int 
     from lora_studio.engine.models import shipped_config
 
     cfg_dir = shipped_config(kind)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[base_weights]
     compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision, torch.float32)
+    # fp8: materialized in the compute dtype, then stored as the trainer stores it (engine/fp8.py).
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp8": compute}[base_weights]
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(cfg_dir / "unet"))
     unet.requires_grad_(False)
@@ -85,6 +86,10 @@ def simulate_step_memory(kind: str, resolution: int, batch_size: int, rank: int 
             for n, b in list(m._buffers.items()):
                 if b is not None:
                     m._buffers[n] = torch.zeros(b.shape, dtype=b.dtype)
+        if base_weights == "fp8":
+            from lora_studio.engine.fp8 import store_in_fp8
+
+            store_in_fp8(unet, compute)
         params = [p for p in unet.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=1e-4, foreach=True)
         latents = torch.randn(batch_size, 4, h, h)

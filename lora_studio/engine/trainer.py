@@ -16,6 +16,7 @@ from diffusers.optimization import get_scheduler
 from lora_studio.core.config import Config
 from lora_studio.core.errors import UserError
 from lora_studio.engine import conditioning, lora
+from lora_studio.engine.fp8 import store_in_fp8
 from lora_studio.engine.models import Models
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -116,10 +117,10 @@ class Trainer:
 
     def _place(self, module: torch.nn.Module) -> None:
         if self.weight_dtype == torch.float8_e4m3fn:
-            # fp8 storage, upcast layer by layer to the compute dtype (diffusers' layerwise casting). Cast on
-            # the CPU first, so the full-precision weights never reach the GPU.
-            if hasattr(module, "enable_layerwise_casting"):
-                module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=self.compute_dtype)
+            # fp8 storage, upcast layer by layer to the compute dtype (engine/fp8.py says why not diffusers'
+            # layerwise casting). Cast where the model was loaded (the CPU), so full precision never reaches the GPU.
+            if module is self.models.unet:
+                store_in_fp8(module, self.compute_dtype)
                 module.to(self.device)
             else:  # text encoders (transformers) keep the compute dtype
                 _to(module, self.device, self.compute_dtype)

@@ -55,12 +55,14 @@ def test_more_batch_resolution_or_rank_costs_more(kind):
 @pytest.mark.parametrize("kind", fit.KINDS)
 @pytest.mark.parametrize("batch_size", [1, 2, 8])
 @pytest.mark.parametrize("checkpointing", [False, True])
-def test_checkpointing_smaller_weights_and_caching_never_cost_more(kind, batch_size, checkpointing):
+def test_checkpointing_smaller_weights_and_caching_cost_what_they_should(kind, batch_size, checkpointing):
     # The engine encodes before the UNet goes to the GPU, so caching never costs more than not caching.
     res = 1024 if kind == "sdxl" else 512
     plain = est(kind, res, batch_size, gradient_checkpointing=checkpointing).total_bytes
     assert est(kind, res, batch_size, gradient_checkpointing=True).total_bytes <= plain
-    assert est(kind, res, batch_size, gradient_checkpointing=checkpointing, base_weights="fp8").total_bytes < plain
+    fp8 = est(kind, res, batch_size, gradient_checkpointing=checkpointing, base_weights="fp8").total_bytes
+    # fp8 storage pays off only with checkpointing: without it, backward keeps an upcast copy of every weight.
+    assert (fp8 < plain) if checkpointing else (fp8 > plain)
     assert est(kind, res, batch_size, gradient_checkpointing=checkpointing, base_weights="fp32").total_bytes > plain
     assert est(kind, res, batch_size, gradient_checkpointing=checkpointing, cache_latents=False).total_bytes > plain
     assert est(kind, res, batch_size, gradient_checkpointing=checkpointing, cache_text_encoder=False).total_bytes >= plain

@@ -55,6 +55,18 @@ def test_the_reference_does_more_work_per_step(tiny_doc):
     assert tiny_doc["reference"]["flops_per_step"] > tiny_doc["lora_studio"]["flops_per_step"]
 
 
+
+def test_fp8_base_weights_are_benched_and_reported_as_differing_from_the_recipe():
+    # The sdxl-1024-fp8 preset's path, on the tiny model: our side stores its base in fp8 (engine/fp8.py),
+    # the reference keeps the recipe's storage, and the JSON says the settings differ in exactly that.
+    doc = bench.run_bench("tiny", steps=2, batch_size=2, base_weights="fp8", log=lambda _s: None)
+    assert doc["settings"]["base_weights"] == "fp8"
+    assert doc["lora_studio"]["settings"]["base_dtype"] == "float8_e4m3fn"
+    assert doc["reference"]["settings"]["base_dtype"] == "float32"
+    assert set(doc["settings"]["mismatched_settings"]) == {"base_dtype"}
+    assert doc["lora_studio"]["samples_per_s"] > 0 and doc["lora_studio"]["resident_bytes"] < doc["reference"]["resident_bytes"]
+    assert bench.PRESETS["sdxl-1024-fp8"].base_weights == "fp8" and bench.PRESETS["sdxl-1024-fp8"].gradient_checkpointing
+
 def _unet_step(unet, batch_size):
     x = torch.randn(batch_size, 4, 8, 8)
     e = torch.randn(batch_size, 77, 32)
@@ -109,14 +121,16 @@ def test_live_tensor_bytes_tracks_allocations_and_frees():
     assert tracker.current == 0
 
 
+@pytest.mark.parametrize("base_weights", ["bf16", "fp8"])
 @pytest.mark.parametrize("checkpointing", [False, True])
-def test_fit_estimate_matches_a_simulated_full_size_step(checkpointing):
+def test_fit_estimate_matches_a_simulated_full_size_step(checkpointing, base_weights):
     # The real SD1.5 UNet with our LoRA, shapes only (FakeTensorMode): the estimate's training phase must stay
-    # within 10 % of the simulated peak, so a change to the UNet, the LoRA targets or the step shows up here.
+    # within 10 % of the simulated peak, so a change to the UNet, the LoRA targets, the step or the fp8 storage
+    # (engine/fp8.py, simulated as the trainer stores it) shows up here.
     from lora_studio.core import fit
 
-    sim = fit_calibration.simulate_step_memory("sd1", 256, 1, 16, gradient_checkpointing=checkpointing)
-    est = fit.estimate_peak_bytes("sd1", 256, 1, 16, gradient_checkpointing=checkpointing, base_weights="bf16",
+    sim = fit_calibration.simulate_step_memory("sd1", 256, 1, 16, gradient_checkpointing=checkpointing, base_weights=base_weights)
+    est = fit.estimate_peak_bytes("sd1", 256, 1, 16, gradient_checkpointing=checkpointing, base_weights=base_weights,
                                   mixed_precision="bf16", phase="training")
     assert est.parts["weights"] == sim["weights"]
     assert est.parts["lora+optimizer"] == pytest.approx(sim["lora_optimizer"] * 16 / 12, rel=0.01)  # + gradients
