@@ -55,3 +55,14 @@ def test_weights_are_stored_in_one_byte_and_never_change():
     model(torch.randn(1, 8, 4, 4, requires_grad=True)).sum().backward()
     assert all(torch.equal(p.view(torch.uint8), stored[n].view(torch.uint8)) for n, p in model.named_parameters() if n in stored)
     assert store_in_fp8(model, torch.float32) == 0  # idempotent
+
+
+def test_a_unet_still_reports_its_compute_dtype():
+    # Pipelines (sampling during training) cast their inputs to `unet.dtype`: the first floating parameter,
+    # conv_in's bias, which stays in the compute dtype. fp8 there would feed the UNet fp8 latents.
+    from lora_studio.engine import tiny
+
+    unet = tiny.unet().to(torch.bfloat16).requires_grad_(False)
+    store_in_fp8(unet, torch.bfloat16)
+    assert unet.dtype == torch.bfloat16
+    assert unet.conv_in.parametrizations.weight.original.dtype == STORAGE_DTYPE
