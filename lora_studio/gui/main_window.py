@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 
 import shiboken6
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
+from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QUndoStack
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QSplitter, QStackedWidget, QTabWidget, QVBoxLayout, QWidget
 
@@ -20,6 +20,7 @@ from lora_studio.core.errors import UserError
 from lora_studio.core.project import (
     Project, add_recent_project, create_project, forget_recent_project, is_project, open_project, recent_projects,
 )
+from lora_studio.gui import window_layout
 from lora_studio.gui.bind import ConfigStore
 from lora_studio.gui.bulk_actions import BulkActions, BulkActionsBar
 from lora_studio.gui.caption_editor import CaptionEditor, CaptionWriter
@@ -357,30 +358,15 @@ class MainWindow(QMainWindow):
         QMessageBox.about(self, "About LoRA Studio",
                           "<b>LoRA Studio</b><br>Train image-style LoRAs for Stable Diffusion on your own GPU, offline.")
 
+    def _splitters(self) -> dict:
+        return {"dataset_splitter": self.dataset_splitter, "right_splitter": self.right_splitter}
+
     def _restore_layout(self) -> None:
-        s = QSettings()
-        geometry = s.value("main/geometry")
-        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
-            self.restoreGeometry(geometry)
-        else:
-            self.resize(1320, 840)
-        for key, splitter in (("main/dataset_splitter", self.dataset_splitter), ("main/right_splitter", self.right_splitter)):
-            state = s.value(key)
-            if isinstance(state, QByteArray) and not state.isEmpty():
-                splitter.restoreState(state)
-        state = s.value("main/state")
-        if isinstance(state, QByteArray) and not state.isEmpty():
-            self.restoreState(state)
-        self.tabs.setCurrentIndex(int(s.value("main/tab", 0)))
+        window_layout.restore(self, self._splitters(), self.tabs)
 
     def save_layout(self) -> None:
-        s = QSettings()
-        s.setValue("main/geometry", self.saveGeometry())
-        s.setValue("main/state", self.saveState())
-        s.setValue("main/dataset_splitter", self.dataset_splitter.saveState())
-        s.setValue("main/right_splitter", self.right_splitter.saveState())
+        window_layout.save(self, self._splitters(), self.tabs)
         self.train_page.save_state()
-        s.setValue("main/tab", self.tabs.currentIndex())
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
         if self._training():
