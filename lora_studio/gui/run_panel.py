@@ -199,7 +199,8 @@ class RunPanel(QWidget):
 
     def apply_fix(self, changes: dict) -> None:
         """Write an error's suggested settings into the shown run's config.toml (the project's settings
-        follow through `fix_applied`), then resume it from its last checkpoint, or start afresh if it has none."""
+        follow through `fix_applied`), then run it again: from its last checkpoint, or from step 0 in the
+        same folder when it has none (a new run per attempt would only leave failed runs behind)."""
         run_dir = self._run_dir
         if self.runner.is_running() or run_dir is None:
             return
@@ -211,11 +212,8 @@ class RunPanel(QWidget):
                                      "Check that the run folder still exists and can be written to.")
             return
         self.fix_applied.emit(dict(changes))
-        if summarize_run(run_dir).resumable:
-            self.show_run(run_dir)
-            self._launch(run_dir, ["train", str(path), "--resume"])
-        else:
-            self.start()
+        self.show_run(run_dir)
+        self._launch(run_dir, ["train", str(path), "--resume"])
 
     def stop(self) -> None:
         if not self.runner.is_running():
@@ -338,8 +336,8 @@ class RunPanel(QWidget):
     def _show_error(self, e: ev.Error) -> None:
         action = None
         if e.fix and self._run_dir is not None:
-            # A run that failed before its first checkpoint has nothing to resume: it starts again.
-            label = "Apply and resume" if checkpoint_steps(self._run_dir) else "Apply and start again"
+            # A run that failed before its first checkpoint has nothing to resume: it starts again from 0.
+            label = "Apply and resume" if checkpoint_steps(self._run_dir) else "Apply and try again"
             action = (label, lambda: self.apply_fix(e.fix))
         self.banner.show_message("error", e.message, e.hint, action=action)
 

@@ -108,6 +108,23 @@ def test_out_of_memory_applies_its_fix_and_resumes(qtbot, panel, runs_dir):
     assert not panel.banner.isVisible() or panel.banner.kind != "error"
 
 
+
+def test_out_of_memory_before_any_checkpoint_tries_the_same_run_again(qtbot, panel, runs_dir, tmp_path):
+    no_checkpoint = tmp_path / "oom_at_once.jsonl"
+    no_checkpoint.write_text("".join(line for line in RUN_OOM.read_text().splitlines(keepends=True) if '"checkpoint"' not in line))
+    panel.set_engine_command(*fake_engine_command("--replay", str(no_checkpoint)))
+    with qtbot.waitSignal(panel.run_finished, timeout=20_000):
+        panel.start()
+    assert panel.banner.action_button.text() == "Apply and try again"
+
+    panel.set_engine_command(*fake_engine_command())
+    with qtbot.waitSignal(panel.run_finished, timeout=20_000) as finished:
+        qtbot.mouseClick(panel.banner.action_button, Qt.MouseButton.LeftButton)
+    run_dir = runs_dir / "run-1"
+    assert finished.args == [run_dir, "completed"]  # the same folder: no failed run left behind per attempt
+    assert sorted(p.name for p in runs_dir.iterdir()) == ["run-1"]
+    assert config_mod.load(run_dir / "config.toml", check=False).train.gradient_checkpointing is True
+
 def test_reopening_a_run_that_ran_out_of_memory_still_offers_the_fix(qtbot, panel, runs_dir):
     run_dir = replay_run(make_run_dir(runs_dir, "oom"), "--replay", str(RUN_OOM))
     panel.show_run(run_dir)
