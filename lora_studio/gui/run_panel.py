@@ -70,6 +70,7 @@ class RunPanel(QWidget):
         self._history: RunHistory | None = None
         self._export_dialog: ExportDialog | None = None
         self._compare_dialog: CompareDialog | None = None
+        self._trying_again = False  # launched by "Apply and try again" (no checkpoint to resume from)
         self._build()
         self._connect_runner()
         self._update_buttons()
@@ -135,7 +136,7 @@ class RunPanel(QWidget):
         r.sample_event.connect(self.gallery.add_sample)
         r.checkpoint_event.connect(lambda e: self.status_label.setText(f"Saved a checkpoint at step {e.step:,}."))
         r.exported_event.connect(self._on_exported)
-        r.warning_event.connect(lambda e: self.banner.show_message("warning", e.message))
+        r.warning_event.connect(self._show_warning)
         r.error_event.connect(self._show_error)
         r.finished_event.connect(self._on_finished_event)
         r.log_line.connect(self.log_view.append_line)
@@ -214,6 +215,7 @@ class RunPanel(QWidget):
         self.fix_applied.emit(dict(changes))
         self.show_run(run_dir)
         self._launch(run_dir, ["train", str(path), "--resume"])
+        self._trying_again = not checkpoint_steps(run_dir)
 
     def stop(self) -> None:
         if not self.runner.is_running():
@@ -289,6 +291,7 @@ class RunPanel(QWidget):
     def _launch(self, run_dir: Path, args: list[str]) -> None:
         self._run_dir = run_dir
         self._finished = None
+        self._trying_again = False
         self._rate_window.clear()
         self.banner.dismiss()
         self.log_view.clear()
@@ -332,6 +335,11 @@ class RunPanel(QWidget):
             self.run_finished.emit(self._run_dir, status)
 
     # --- helpers ------------------------------------------------------------------------------------
+
+    def _show_warning(self, e: ev.Warning) -> None:
+        if e.code == "nothing_to_resume" and self._trying_again:
+            return  # the artist asked to try again from step 0: the engine's "nothing to resume" is no news
+        self.banner.show_message("warning", e.message)
 
     def _show_error(self, e: ev.Error) -> None:
         action = None

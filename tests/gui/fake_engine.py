@@ -180,6 +180,9 @@ def train(opts: argparse.Namespace) -> int:
     events = [json.loads(line) for line in open(opts.replay, encoding="utf-8") if line.strip()]
     print(f"fake engine: replaying {len(events)} events into {run_dir}", file=sys.stderr, flush=True)
     failed = False
+    if opts.resume and not resume_from:  # as the engine says it, before it starts again from step 0
+        engine.emit({"type": "warning", "message": "There is no checkpoint to resume from; starting from step 0.",
+                     "code": "nothing_to_resume"})
     for i, data in enumerate(events):
         if opts.crash_after is not None and i >= opts.crash_after:
             print("Traceback (most recent call last):\n  File \"engine/train.py\", line 321, in step\n"

@@ -124,6 +124,9 @@ def test_out_of_memory_before_any_checkpoint_tries_the_same_run_again(qtbot, pan
     assert finished.args == [run_dir, "completed"]  # the same folder: no failed run left behind per attempt
     assert sorted(p.name for p in runs_dir.iterdir()) == ["run-1"]
     assert config_mod.load(run_dir / "config.toml", check=False).train.gradient_checkpointing is True
+    logged = [e for e in ev.read_jsonl(run_dir / "events.jsonl") if isinstance(e, ev.Warning)]
+    assert "nothing_to_resume" in [e.code for e in logged]  # the engine said it; the panel knew and stayed quiet
+    assert "no checkpoint to resume" not in panel.banner.message_label.text()
 
 def test_reopening_a_run_that_ran_out_of_memory_still_offers_the_fix(qtbot, panel, runs_dir):
     run_dir = replay_run(make_run_dir(runs_dir, "oom"), "--replay", str(RUN_OOM))
