@@ -343,9 +343,9 @@ def _run_bench(preset_name: str, *, steps: int | None, batch_size: int | None, d
     }
     if preset.size == "full" and dev.type == "cuda":
         # The fit estimate's ±15 % check (issue #5): the engine's measured peak against what the app predicts.
-        from lora_studio.core import fit
+        from lora_studio.core import fit_advice
 
-        est = fit.estimate_for_config(cfg)
+        est = fit_advice.estimate_for_config(cfg)
         doc["fit_estimate"] = {
             "allocated_bytes": est.allocated_bytes, "phase": est.phase, "parts": est.parts,
             "measured_over_estimate": ours["peak_memory_bytes"] / est.allocated_bytes,

@@ -93,7 +93,8 @@ def _oom_error(cfg, on_gpu: bool = True) -> ev.Error:
     """The out_of_memory error: the estimate for these settings (GPU), the next smaller settings as a
     one-click `fix`, and where the run stands (its last checkpoint is never touched by the failure:
     checkpoints are written to a temp folder and renamed into place)."""
-    from lora_studio.core import fit
+    from lora_studio.core import fit, fit_advice
+    from lora_studio.core.model_files import nonstandard_size
 
     where = "The GPU" if on_gpu else "The computer"
     if cfg is None:
@@ -102,10 +103,10 @@ def _oom_error(cfg, on_gpu: bool = True) -> ev.Error:
     total = _gpu_total() if on_gpu else 0
     message = f"{where} ran out of memory during training."
     try:
-        if on_gpu:
-            estimate = fit.estimate_for_config(cfg)
+        if on_gpu and not nonstandard_size(cfg):
+            estimate = fit_advice.estimate_for_config(cfg)
             message = f"{where} ran out of memory during training (the estimate for these settings: {fit.fit_report(estimate, total)})."
-        step = fit.next_smaller_settings(cfg, total, on_gpu=on_gpu)
+        step = fit_advice.next_smaller_settings(cfg, total, on_gpu=on_gpu)
     except Exception:  # the estimate is advice; never let it hide the real error
         step = None
     run_dir = Path(cfg.output.dir)
@@ -136,14 +137,14 @@ def _gpu_total() -> int:
 
 
 def _dry_run(cfg, out) -> int:
-    from lora_studio.core import budget, fit
+    from lora_studio.core import budget, fit_advice
     from lora_studio.core.dataset import scan
 
     data = scan(cfg.dataset)
     b = budget.budget_for(cfg, data)
     print(f"Settings are valid. {budget.describe(b)}.", file=out)
     total = _gpu_total()
-    print(fit.dry_run_report(cfg, total), file=out)
+    print(fit_advice.dry_run_report(cfg, total), file=out)
     return 0
 
 

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QS
 from lora_studio.core import config as config_mod
 from lora_studio.core import events as ev
 from lora_studio.core.errors import UserError
-from lora_studio.core.fit import with_changes
+from lora_studio.core.fit_advice import with_changes
 from lora_studio.gui.banner import Banner
 from lora_studio.gui.compare_dialog import CompareDialog
 from lora_studio.gui.export_dialog import ExportDialog

@@ -1,13 +1,8 @@
-"""The fit estimate: monotone in what costs memory, a readable verdict, and suggestions that do fit."""
-
-import json
-import struct
+"""The fit estimate: monotone in what costs memory, its parts, and a readable verdict."""
 
 import pytest
 
 from lora_studio.core import fit
-from lora_studio.core.config import Config
-from lora_studio.core.resources import resource
 
 GB = 1_000_000_000
 BASE = dict(gradient_checkpointing=False, base_weights="bf16", train_text_encoder=False, cache_latents=True,
@@ -107,88 +102,3 @@ def test_report_strings():
     assert fit.fit_report(e, int(e.total_bytes * 0.5)).startswith("does not fit (≈ ")
     assert fit.fit_report(e, int(e.total_bytes * 1.05)).startswith("fits, tightly (≈ ")
     assert fit.fit_report(e, 0).startswith("no GPU found")
-
-
-def _cfg(**train):
-    return Config().replace(model={"kind": train.pop("kind", "sdxl")}, train=train)
-
-
-def test_suggestions_fit_and_come_in_order():
-    cfg = _cfg(kind="sdxl", resolution=1024, batch_size=4, gradient_checkpointing=False, mixed_precision="bf16", base_weights="fp32")
-    gpu = 12 * GB
-    assert not fit.fits(fit.estimate_for_config(cfg), gpu)
-    suggestions = fit.suggest_settings(cfg, gpu)
-    assert suggestions
-    for description, changes in suggestions:
-        assert "GB of 12.0 GB" in description
-        assert fit.fits(fit.estimate_for_config(fit.with_changes(cfg, changes)), gpu), description
-    first = suggestions[0][1]
-    # The ladder starts with checkpointing, then cheaper weights, before touching batch or resolution.
-    assert first["train.gradient_checkpointing"] is True
-    assert "train.resolution" not in first
-
-
-def test_nearest_suggestion_is_only_checkpointing_when_that_is_enough():
-    cfg = _cfg(kind="sd1", resolution=768, batch_size=4, gradient_checkpointing=False, mixed_precision="bf16", base_weights="bf16")
-    need = fit.estimate_for_config(cfg).total_bytes
-    with_ckpt = fit.estimate_for_config(fit.with_changes(cfg, {"train.gradient_checkpointing": True})).total_bytes
-    gpu = (need + with_ckpt) // 2
-    suggestions = fit.suggest_settings(cfg, gpu)
-    assert suggestions[0][1] == {"train.gradient_checkpointing": True}
-    assert suggestions[0][0].startswith("turn on gradient checkpointing")
-
-
-def test_no_suggestions_when_it_fits_or_nothing_can():
-    cfg = _cfg(kind="sd1", resolution=512, batch_size=1)
-    assert fit.suggest_settings(cfg, 80 * GB) == []
-    assert fit.suggest_settings(cfg, 0) == []
-    assert fit.suggest_settings(_cfg(kind="sdxl", resolution=1024), 1 * GB) == []
-
-
-
-def test_after_running_out_of_memory_the_estimate_picks_the_nearest_settings_that_fit():
-    cfg = _cfg(kind="sdxl", resolution=1024, batch_size=4, gradient_checkpointing=False, mixed_precision="bf16", base_weights="fp32")
-    assert fit.next_smaller_settings(cfg, 12 * GB) == fit.suggest_settings(cfg, 12 * GB)[0]
-
-
-@pytest.mark.parametrize("on_gpu", [True, False])
-def test_where_the_estimate_cannot_help_each_failure_takes_one_step_down_the_ladder(on_gpu):
-    # On a CPU, or when the estimate said it fit and the GPU disagreed (another program held memory):
-    # following the fix after each failure walks the whole ladder and then says there is nothing left.
-    cfg = _cfg(kind="sd1", resolution=768, batch_size=4, gradient_checkpointing=False, mixed_precision="bf16", base_weights="fp32")
-    gpu = 80 * GB if on_gpu else 0  # on the GPU it "fits": the estimate has nothing to offer
-    taken = []
-    while (step := fit.next_smaller_settings(cfg, gpu, on_gpu=on_gpu)) is not None:
-        description, changes = step
-        taken.append(description.split(" to ")[0].split(" (")[0])
-        cfg = fit.with_changes(cfg, changes)
-        assert len(taken) < 20
-    expected = ["turn on gradient checkpointing"]
-    expected += ["store the base weights in bf16", "store the base weights in fp8"] if on_gpu else []
-    expected += ["lower the batch size"] * 2 + ["lower the resolution"] * 4  # 640, 512, 384, 256
-    assert taken == expected
-    t = cfg.train
-    assert (t.batch_size, t.gradient_accumulation, t.resolution, t.gradient_checkpointing) == (1, 4, 256, True)
-    assert t.base_weights == ("fp8" if on_gpu else "fp32")  # a CPU is never pushed onto slow 16-bit weights
-
-def test_dry_run_report_names_the_estimate_and_the_fixes():
-    cfg = _cfg(kind="sdxl", resolution=1024, batch_size=2, gradient_checkpointing=False, base_weights="bf16", mixed_precision="bf16")
-    text = fit.dry_run_report(cfg, 8 * GB)
-    assert "Memory estimate (sdxl, 1024 px, batch 2)" in text
-    assert "does not fit" in text
-    assert "train.gradient_checkpointing = True" in text
-    assert "fits (" in fit.dry_run_report(_cfg(kind="sd1", resolution=512), 24 * GB)
-
-
-def test_kind_is_read_from_the_model_when_auto(tmp_path):
-    cfg = Config().replace(model={"kind": "auto", "base": str(resource("models", "sdxl"))})
-    assert fit.guess_kind(cfg) == "sdxl"
-    cfg = Config().replace(model={"kind": "auto", "base": str(resource("models", "sd2"))})
-    assert fit.guess_kind(cfg) == "sd2"
-    header = json.dumps({"conditioner.embedders.1.model.ln_final.weight": {"dtype": "F16", "shape": [1], "data_offsets": [0, 2]}}).encode()
-    f = tmp_path / "model.safetensors"
-    f.write_bytes(struct.pack("<Q", len(header)) + header + b"\0\0")
-    assert fit.guess_kind(Config().replace(model={"kind": "auto", "base": str(f)})) == "sdxl"
-    # Nothing to read: the resolution decides.
-    assert fit.guess_kind(Config().replace(model={"kind": "auto", "base": ""}, train={"resolution": 1024})) == "sdxl"
-    assert fit.guess_kind(Config().replace(model={"kind": "auto", "base": ""}, train={"resolution": 512})) == "sd1"

@@ -15,7 +15,7 @@ from engine_fixtures import make_dataset, tiny_config, write_config
 
 from lora_studio.core import config as config_mod
 from lora_studio.core import events as ev
-from lora_studio.core.fit import with_changes
+from lora_studio.core.fit_advice import with_changes
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
 CAPPED = Path(__file__).with_name("memory_capped.py")

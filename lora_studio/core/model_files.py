@@ -1,0 +1,117 @@
+"""What a base model is, read from its files without torch: the architecture (SD1 / SD2 / SDXL) and the
+size of its UNet, from config files and safetensors headers (8 bytes of length, then JSON: name → dtype,
+shape, offsets). The fit estimate and the app use it; nothing here loads a weight."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+from typing import Any
+
+from lora_studio.core.fit import ARCHS
+
+MAX_HEADER_BYTES = 100_000_000
+LDM_UNET_PREFIX = "model.diffusion_model."
+# A UNet within this share of a standard architecture's parameter count is that architecture (fine-tunes
+# and merges have exactly its count; pruned or fp16 files only change the bytes, not the count).
+STANDARD_SIZE_TOLERANCE = 0.05
+
+
+def safetensors_header(path: Path) -> dict[str, Any]:
+    """The tensors of a .safetensors file: {name: {"dtype", "shape", "data_offsets"}} ({} if unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > MAX_HEADER_BYTES:
+                return {}
+            header = json.loads(f.read(n))
+    except (OSError, ValueError, struct.error):
+        return {}
+    header.pop("__metadata__", None)
+    return header if isinstance(header, dict) else {}
+
+
+def _base_path(cfg: Any) -> Path | None:
+    return Path(cfg.model.base).expanduser() if cfg.model.base else None
+
+
+def guess_kind(cfg: Any) -> str:
+    """The architecture of the config's base model: model.kind, else read from the files, else a guess
+    from the resolution (1024 px: SDXL)."""
+    kind = cfg.model.kind
+    if kind in ARCHS:
+        return kind
+    path = _base_path(cfg)
+    try:
+        if path is not None and path.is_dir() and (path / "model_index.json").exists():
+            index = json.loads((path / "model_index.json").read_text())
+            if (index.get("text_encoder_2") or [None])[0]:
+                return "sdxl"
+            unet_cfg = json.loads((path / "unet" / "config.json").read_text())
+            if unet_cfg.get("use_linear_projection") or unet_cfg.get("cross_attention_dim") == 1024:
+                return "sd2"
+            return "sd1"
+        if path is not None and path.is_file() and path.suffix.lower() == ".safetensors":
+            keys = list(safetensors_header(path))
+            if any(k.startswith("conditioner.embedders.1") for k in keys):
+                return "sdxl"
+            if any(k.startswith("cond_stage_model.model.") for k in keys):
+                return "sd2"
+            if keys:
+                return "sd1"
+    except (OSError, ValueError):
+        pass
+    return "sdxl" if cfg.train.resolution >= 1024 else "sd1"
+
+
+def _unet_files(folder: Path) -> list[Path]:
+    # diffusers: unet/diffusion_pytorch_model[.variant].safetensors, or shards listed in an index. One
+    # variant is enough (fp16 and full files hold the same tensors); prefer the plain one.
+    index = folder / "diffusion_pytorch_model.safetensors.index.json"
+    if index.is_file():
+        shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        return [folder / s for s in sorted(shards)]
+    plain = folder / "diffusion_pytorch_model.safetensors"
+    if plain.is_file():
+        return [plain]
+    return sorted(folder.glob("diffusion_pytorch_model.*.safetensors"))[:1]
+
+
+def unet_parameters(cfg: Any) -> int | None:
+    """The base model's UNet parameter count, from safetensors headers; None when it cannot be read (no
+    model set, a .ckpt, a folder without safetensors)."""
+    path = _base_path(cfg)
+    try:
+        if path is not None and path.is_dir():
+            headers = [safetensors_header(f) for f in _unet_files(path / "unet")]
+            shapes = [t["shape"] for h in headers for t in h.values()]
+        elif path is not None and path.is_file() and path.suffix.lower() == ".safetensors":
+            shapes = [t["shape"] for k, t in safetensors_header(path).items() if k.startswith(LDM_UNET_PREFIX)]
+        else:
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return sum(math.prod(s) for s in shapes) or None
+
+
+def nonstandard_size(cfg: Any) -> str | None:
+    """A sentence when the base model's UNet is not the size of a standard SD1 / SD2 / SDXL UNet (a test
+    model, a distilled or pruned one), whose memory the estimate (calibrated on the standard sizes) does
+    not describe; None when it is standard or its size cannot be read."""
+    count = unet_parameters(cfg)
+    kind = guess_kind(cfg)
+    standard = ARCHS[kind].unet
+    if count is None or abs(count - standard) <= STANDARD_SIZE_TOLERANCE * standard:
+        return None
+    name = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL"}[kind]
+    return (f"this base model's UNet has {_millions(count)} parameters, not the {_millions(standard)} of a standard "
+            f"{name} UNet, so the estimate (made for the standard sizes) does not apply; it needs "
+            f"{'less' if count < standard else 'more'} memory")
+
+
+def _millions(n: int) -> str:
+    if n >= 10e6:
+        return f"{n / 1e6:,.0f} M"
+    return f"{n / 1e6:.1f} M" if n >= 100_000 else f"{n:,}"

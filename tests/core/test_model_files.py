@@ -1,0 +1,62 @@
+"""What a base model is, read from its files without torch: its architecture and its UNet's size."""
+
+import json
+import struct
+
+from lora_studio.core import model_files
+from lora_studio.core.config import Config
+from lora_studio.core.resources import resource
+
+
+def test_kind_is_read_from_the_model_when_auto(tmp_path):
+    cfg = Config().replace(model={"kind": "auto", "base": str(resource("models", "sdxl"))})
+    assert model_files.guess_kind(cfg) == "sdxl"
+    cfg = Config().replace(model={"kind": "auto", "base": str(resource("models", "sd2"))})
+    assert model_files.guess_kind(cfg) == "sd2"
+    header = json.dumps({"conditioner.embedders.1.model.ln_final.weight": {"dtype": "F16", "shape": [1], "data_offsets": [0, 2]}}).encode()
+    f = tmp_path / "model.safetensors"
+    f.write_bytes(struct.pack("<Q", len(header)) + header + b"\0\0")
+    assert model_files.guess_kind(Config().replace(model={"kind": "auto", "base": str(f)})) == "sdxl"
+    # Nothing to read: the resolution decides.
+    assert model_files.guess_kind(Config().replace(model={"kind": "auto", "base": ""}, train={"resolution": 1024})) == "sdxl"
+    assert model_files.guess_kind(Config().replace(model={"kind": "auto", "base": ""}, train={"resolution": 512})) == "sd1"
+
+
+def _safetensors(path, tensors: dict[str, list[int]]) -> None:
+    offset, header = 0, {}
+    for name, shape in tensors.items():
+        n = 2
+        for d in shape:
+            n *= d
+        header[name] = {"dtype": "F16", "shape": shape, "data_offsets": [offset, offset + n]}
+        offset += n
+    blob = json.dumps({"__metadata__": {"format": "pt"}, **header}).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + b"\0" * offset)
+
+
+def test_the_unet_size_is_read_from_a_diffusers_folder_or_a_single_file(tmp_path):
+    folder = tmp_path / "model"
+    (folder / "model_index.json").parent.mkdir(parents=True)
+    (folder / "model_index.json").write_text("{}")
+    (folder / "unet").mkdir()
+    (folder / "unet" / "config.json").write_text("{}")
+    _safetensors(folder / "unet" / "diffusion_pytorch_model.safetensors", {"conv_in.weight": [320, 4, 3, 3], "conv_in.bias": [320]})
+    cfg = Config().replace(model={"base": str(folder)})
+    assert model_files.unet_parameters(cfg) == 320 * 4 * 9 + 320
+
+    single = tmp_path / "one.safetensors"
+    _safetensors(single, {"model.diffusion_model.input_blocks.0.0.weight": [320, 4, 3, 3],
+                          "first_stage_model.encoder.conv_in.weight": [128, 3, 3, 3]})  # the VAE does not count
+    assert model_files.unet_parameters(Config().replace(model={"base": str(single)})) == 320 * 4 * 9
+    assert model_files.unet_parameters(Config().replace(model={"base": str(tmp_path / "missing.ckpt")})) is None
+
+
+def test_a_small_test_model_gets_no_estimate_and_a_standard_one_does(tmp_path):
+    tiny = tmp_path / "one.safetensors"
+    _safetensors(tiny, {"model.diffusion_model.input_blocks.0.0.weight": [32, 4, 3, 3]})
+    note = model_files.nonstandard_size(Config().replace(model={"base": str(tiny), "kind": "sd1"}))
+    assert note is not None and "UNet has 1,152 parameters, not the 860 M of a standard SD1.x UNet" in note
+    assert note.endswith("it needs less memory")
+    # The shipped configs hold no weights: nothing to count, so the estimate stands.
+    assert model_files.nonstandard_size(Config().replace(model={"base": str(resource("models", "sd1"))})) is None
