@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lora_studio.core.errors import UserError
 
-SUBCOMMANDS = ("train", "export", "compare", "inspect", "bench", "demo", "gui")
+SUBCOMMANDS = ("train", "export", "compare", "inspect", "bench", "device", "demo", "gui")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--json", type=Path, default=None, help="write the results to this file")
     b.add_argument("--base-weights", default=None, choices=("auto", "fp32", "fp16", "bf16", "fp8"),
                    help="storage of our side's frozen weights (default: per preset); the reference keeps the recipe's")
+
+    v = sub.add_parser("device", help="the GPU training would use, and its memory")
+    v.add_argument("--json", action="store_true", help="print it as JSON (what the app reads)")
 
     d = sub.add_parser("demo", help="create a demo project (20 images, a tiny built-in model) and open it")
     d.add_argument("dir", type=Path, nargs="?", default=None, help="where to create it (default: in your documents)")
@@ -94,6 +97,10 @@ def _run(args: argparse.Namespace) -> int:
 
         return bench_command(args.preset, steps=args.steps, batch_size=args.batch_size, json_path=args.json,
                              base_weights=args.base_weights)
+    if args.command == "device":
+        from lora_studio.engine.device_info import device_command
+
+        return device_command(as_json=args.json)
     if args.command == "demo":
         from lora_studio.core.project import default_demo_dir
 

@@ -154,7 +154,8 @@ def memory_summary(cfg: Any, gpu_total_bytes: int, gpu_name: str = "") -> Memory
     """The same estimate and verdict as --dry-run, in one or two sentences for the app."""
     note = nonstandard_size(cfg)
     if note:
-        return MemorySummary(f"No memory estimate: {note}.", "unknown")
+        where = "" if gpu_total_bytes else " No NVIDIA GPU found: training would run on the CPU."
+        return MemorySummary(f"No memory estimate: {note}.{where}", "unknown")
     if not gpu_total_bytes:
         est = estimate_for_config(cfg, on_gpu=False)
         return MemorySummary(f"No NVIDIA GPU found: training would run on the CPU, many times slower "

@@ -24,6 +24,10 @@ QLabel#muted { color: #9aa0a8; }
 QLabel#problem { color: #ff8a80; }
 QLabel[warn="true"] { color: #ffb74d; }
 QLabel#budget { color: #dfe5ff; background: #26304d; border-radius: 6px; padding: 6px 9px; }
+QLabel#memory { border-radius: 6px; padding: 6px 9px; background: #24272c; color: #c4c8ce; }
+QLabel#memory[verdict="fits"] { background: #203326; color: #c9f0d3; }
+QLabel#memory[verdict="tight"], QLabel#memory[verdict="cpu"] { background: #3a3320; color: #ffe3a3; }
+QLabel#memory[verdict="does_not_fit"] { background: #3a2323; color: #ffc9c2; }
 QLabel#preview { background: #17191c; border-radius: 8px; color: #80868e; }
 QLabel#welcomeTitle { font-size: 30pt; font-weight: 700; }
 QLabel#emptyTitle { font-size: 18pt; font-weight: 600; }

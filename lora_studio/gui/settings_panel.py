@@ -22,6 +22,8 @@ from lora_studio.core.errors import UserError
 from lora_studio.core.model_finder import describe_model, find_base_models
 from lora_studio.core.presets import apply_preset, get_preset, list_presets, matching_preset
 from lora_studio.gui.bind import ConfigStore, ProblemLabel, SciSpinBox, bind
+from lora_studio.gui.device_probe import DeviceProbe
+from lora_studio.gui.memory_line import MemoryLine
 from lora_studio.gui.settings_fields import ADVANCED, field_row, spin, stacked, widget_for
 from lora_studio.gui.tasks import run_in_background
 
@@ -38,9 +40,11 @@ class _NoWheel(QObject):
 class SettingsPanel(QWidget):
     budget_changed = Signal(str)
 
-    def __init__(self, store: ConfigStore, parent: QWidget | None = None, *, find_models: bool = True):
+    def __init__(self, store: ConfigStore, parent: QWidget | None = None, *, find_models: bool = True,
+                 device_probe: DeviceProbe | None = None):
         super().__init__(parent)
         self.store = store
+        self._probe = device_probe  # None: the app-wide probe, asked when the memory line is first shown
         self._items: list[Any] = []
         self._no_wheel = _NoWheel(self)
         self.budget_text = ""
@@ -168,6 +172,8 @@ class SettingsPanel(QWidget):
         self.batch_size = bind(s, "train.batch_size", spin(1, 1024))
         self.batch_size.setToolTip("Images per step. Larger is smoother but needs more memory.")
         form.addRow("Batch size", field_row(self.batch_size, ProblemLabel(s, "train.batch_size")))
+        self.memory = MemoryLine(s, probe=self._probe)
+        form.addRow("GPU memory", self.memory)
         self.trigger = bind(s, "output.trigger", QLineEdit(placeholderText="e.g. zzmystyle"))
         self.trigger.setToolTip("A rare word that calls up your style in prompts. Add it to the captions in the Dataset tab.")
         form.addRow("Trigger word", field_row(self.trigger, ProblemLabel(s, "output.trigger")))
