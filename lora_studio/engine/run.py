@@ -204,13 +204,12 @@ def event_process(body: Callable[[StreamSink], int], *, what: str, oom: Callable
         on_failure(sink)
         sink.emit(ev.Error(e.code, e.message, e.hint))
     except Exception as e:  # noqa: BLE001 - the last line of defence
-        import torch
+        from lora_studio.engine.out_of_memory import out_of_memory_where
 
         on_failure(sink)
-        if isinstance(e, torch.OutOfMemoryError):
-            sink.emit(oom(True))
-        elif isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e)):
-            sink.emit(oom(False))  # Python's own allocation failure, or torch's CPU allocator's
+        where = out_of_memory_where(e)
+        if where is not None:
+            sink.emit(oom(where == "gpu"))
         else:
             traceback.print_exc(file=sys.stderr)
             sink.emit(ev.Error("internal_error", f"{what} failed unexpectedly: {type(e).__name__}: {e}.",

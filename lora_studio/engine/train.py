@@ -25,6 +25,7 @@ from lora_studio.engine import checkpoint, lora, sampling
 from lora_studio.engine.cache import DiskCache, default_cache_dir
 from lora_studio.engine.data import BatchPlan, Encodings
 from lora_studio.engine.models import load_models
+from lora_studio.engine.out_of_memory import out_of_memory_where, release_cached_memory
 from lora_studio.engine.trainer import Trainer, resolve_precision
 
 
@@ -263,8 +264,23 @@ class _Loop:
         moved = self._to_device()
         unet = self.acc.unwrap_model(t.unet)
         tes = [self.acc.unwrap_model(te) for te in t.text_encoders]
-        results = sampling.generate(t.models, unet, tes, self.cfg, step, self.run_dir / "samples", t.device, self.acc.autocast)
-        self._to_cpu(moved)
+        try:
+            results = sampling.generate(t.models, unet, tes, self.cfg, step, self.run_dir / "samples", t.device, self.acc.autocast)
+        except Exception as e:
+            where = out_of_memory_where(e)
+            if where is None:
+                raise
+            # Samples are for watching; they must not end the run. generate() restored the models' state.
+            results = []
+            s = self.cfg.sample
+            size = f"{s.width or self.cfg.train.resolution}×{s.height or self.cfg.train.resolution}"
+            self.emit(ev.Warning(
+                f"The sample images at step {step} were skipped: the {'GPU' if where == 'gpu' else 'computer'} ran out of "
+                f"memory while making them at {size}; training goes on. Lower sample.width / sample.height, or sample "
+                f"less often (sample.every).", code="sample_out_of_memory"))
+        finally:
+            self._to_cpu(moved)
+            release_cached_memory()
         for index, prompt, seed, path in results:
             self.emit(ev.Sample(step, str(path), prompt, seed, index))
         self.emit(ev.Status("training", "Training"))

@@ -78,6 +78,35 @@ def test_sampling_leaves_training_untouched(tiny_model_dir, dataset, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+
+def test_running_out_of_memory_while_sampling_skips_the_samples_not_the_run(tiny_model_dir, dataset, tmp_path, monkeypatch):
+    # A GPU running out of memory while sampling (diffusers' pipeline raising torch's error, as it does on
+    # an 8 GB card at a large sample size), at step 2 only. This machine has no GPU to fill, so the
+    # pipeline is made to raise it; everything of ours runs for real.
+    from diffusers import StableDiffusionPipeline
+
+    real_call, calls = StableDiffusionPipeline.__call__, []
+
+    def call(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(StableDiffusionPipeline, "__call__", call)
+    plain = tiny_config(tiny_model_dir, dataset, tmp_path / "plain")
+    sampled = tiny_config(tiny_model_dir, dataset, tmp_path / "sampled", sample={"every": 2, "prompts": ["tstyle"], "steps": 2})
+    run(plain)
+    finished, sink = run(sampled)
+    assert finished.status == "completed" and finished.step == 6
+    assert [s.step for s in sink.of_type(ev.Sample)] == [0, 4, 6]  # step 2's samples skipped, the rest made
+    warning = [w for w in sink.of_type(ev.Warning) if w.code == "sample_out_of_memory"]
+    assert len(warning) == 1 and warning[0].message.startswith("The sample images at step 2 were skipped: the GPU ran out")
+    assert sink.of_type(ev.Exported)[0].verified
+    _, a = final_lora(tmp_path / "plain")
+    _, b = final_lora(tmp_path / "sampled")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the failed sampling left training exactly as it was
+
 def test_a_rerun_without_resume_is_refused_and_loses_nothing(tiny_model_dir, dataset, tmp_path):
     cfg = tiny_config(tiny_model_dir, dataset, tmp_path / "run")
     run(cfg)
