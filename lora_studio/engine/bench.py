@@ -36,7 +36,9 @@ import torch
 
 from lora_studio.core.config import Config
 from lora_studio.core.errors import UserError
-from lora_studio.engine.bench_sides import OursSide, ReferenceSide, Side, SideResult, alternate, measure_transient
+from lora_studio.engine.bench_sides import (
+    OursSide, ReferenceSide, Side, SideResult, alternate, count_host_syncs, measure_transient,
+)
 from lora_studio.engine.measure import LiveTensorBytes, allocated_bytes, count_flops, matmul_rate, process_peak_rss
 from lora_studio.engine.random_models import build_models, make_inputs
 
@@ -179,6 +181,7 @@ def _side_block(res: SideResult, batch: int, peak_rate: float | None) -> dict:
         "transient_peak_bytes": res.transient_peak_bytes,
         "setup_peak_bytes": res.setup_peak_bytes,
         "flops_per_step": res.flops_per_step,
+        "host_syncs_per_step": res.host_syncs_per_step,
         "achieved_flops_per_s": achieved,
         "mfu": (achieved / peak_rate) if peak_rate else None,
         "settings": res.settings,
@@ -286,6 +289,7 @@ def _run_bench(preset_name: str, *, steps: int | None, batch_size: int | None, d
         res.settings = side.settings()
         res.flops_per_step = count_flops(side.step)
         res.transient_peak_bytes = measure_transient(side)
+        res.host_syncs_per_step = count_host_syncs(side)
         log(f"  {side.name}: {res.flops_per_step / 1e9:.2f} GFLOP per step, resident {res.resident_bytes / 2**20:.0f} MiB, "
             f"transient peak {res.transient_peak_bytes / 2**20:.0f} MiB")
     mismatched = {k: (results["lora_studio"].settings.get(k), results["reference"].settings.get(k))
@@ -366,13 +370,14 @@ def format_table(doc: dict) -> str:
         f"rank {s['rank']}, {s['mixed_precision'] if s['mixed_precision'] != 'no' else 'fp32'}, "
         f"{s['timed_steps_per_side']} steps per side",
         f"on {doc['device']}",
-        f"{'':<12}{'samples/s':>11}{'median step':>14}{'peak memory':>14}{'GFLOP/step':>12}{'MFU':>8}",
+        f"{'':<12}{'samples/s':>11}{'median step':>14}{'peak memory':>14}{'GFLOP/step':>12}{'MFU':>8}{'syncs/step':>12}",
     ]
     for name in ("lora_studio", "reference"):
         b = doc[name]
         mfu = f"{b['mfu'] * 100:.1f}%" if b["mfu"] is not None else "—"
+        syncs = "—" if b.get("host_syncs_per_step") is None else str(b["host_syncs_per_step"])
         lines.append(f"{name:<12}{b['samples_per_s']:>11.2f}{b['median_step_s'] * 1000:>11.1f} ms{_fmt_bytes(b['peak_memory_bytes']):>14}"
-                     f"{b['flops_per_step'] / 1e9:>12.2f}{mfu:>8}")
+                     f"{b['flops_per_step'] / 1e9:>12.2f}{mfu:>8}{syncs:>12}")
     lines.append(f"speedup: {doc['speedup']:.2f}× (samples/s, lora_studio ÷ reference); settings match: {s['settings_match']}")
     if "fit_estimate" in doc:
         f = doc["fit_estimate"]

@@ -14,6 +14,7 @@ inside a chunk), on a CPU from `time.perf_counter`. Used by `engine.bench`.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -136,6 +137,7 @@ class SideResult:
     transient_peak_bytes: int = 0
     setup_peak_bytes: int = 0
     flops_per_step: int = 0
+    host_syncs_per_step: int | None = None  # CUDA only: how often a step makes the host wait for the GPU
     settings: dict = field(default_factory=dict)
 
 
@@ -162,6 +164,23 @@ def time_chunk(side: Side, n: int) -> tuple[float, list[float]]:
         times.append(time.perf_counter() - t0)
     side.flush()
     return time.perf_counter() - start, times
+
+
+def count_host_syncs(side: Side) -> int | None:
+    """How many times one step makes the host wait for the GPU (torch's sync debug mode flags every
+    synchronizing CUDA call: .item(), a blocking copy, a nonzero ...). None on a CPU."""
+    if side.device.type != "cuda":
+        return None
+    side.flush()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            side.step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    side.flush()
+    return sum("synchroniz" in str(w.message).lower() for w in caught)
 
 
 def measure_transient(side: Side) -> int:

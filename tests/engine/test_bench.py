@@ -39,6 +39,7 @@ def test_each_side_reports_speed_memory_and_flops(tiny_doc, side):
     assert b["peak_memory_bytes"] >= b["resident_bytes"] + b["transient_peak_bytes"] or b["peak_memory_bytes"] == b["setup_peak_bytes"]
     assert b["flops_per_step"] > 0
     assert b["mfu"] is not None and 0 < b["mfu"]
+    assert b["host_syncs_per_step"] is None  # counted on CUDA only (torch's sync debug mode)
 
 
 def test_both_sides_train_with_the_same_settings(tiny_doc):
