@@ -27,6 +27,11 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         # mode any new file gets under the user's umask.
         os.chmod(tmp_path, _mode_for(path))
         os.replace(tmp_path, path)
+    except OSError as e:
+        tmp_path.unlink(missing_ok=True)
+        if e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from e  # name the file the artist knows, not the temp file
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from lora_studio.core.atomic import atomic_write
+from lora_studio.engine.tensor_files import save_safetensors
 
 
 def file_digest(path: Path) -> str:
@@ -65,7 +66,7 @@ class DiskCache:
             return
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         try:
-            atomic_write(self._path(kind, key), lambda tmp: save_file(tensors, tmp))
+            atomic_write(self._path(kind, key), lambda tmp: save_safetensors(tensors, tmp))
         except OSError:
             pass  # a full or read-only disk only costs speed, never the run
 

@@ -14,7 +14,9 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+from lora_studio.engine.tensor_files import save_safetensors, save_torch, write_bytes
 
 STEP_DIR = re.compile(r"^step_(\d{6,})$")
 
@@ -43,11 +45,11 @@ def save(run_dir: Path, step: int, lora: dict[str, torch.Tensor], optimizer, lr_
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        save_file(lora, tmp / "lora.safetensors")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(lr_scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save(_rng_state(), tmp / "rng.pt")
-        (tmp / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
+        save_safetensors(lora, tmp / "lora.safetensors")
+        save_torch(optimizer.state_dict(), tmp / "optimizer.pt")
+        save_torch(lr_scheduler.state_dict(), tmp / "scheduler.pt")
+        save_torch(_rng_state(), tmp / "rng.pt")
+        write_bytes(tmp / "state.json", json.dumps(state, indent=1, sort_keys=True).encode("utf-8"))
     except BaseException:
         # A full disk or an out-of-memory while saving: leave no half-written folder behind (the last
         # complete checkpoint is untouched, since nothing is renamed until every file is written).

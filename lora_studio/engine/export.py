@@ -93,7 +93,7 @@ def preview_path(out: Path) -> Path:
 
 def write_kohya(lora: dict[str, torch.Tensor], state: dict, cfg, out: Path, *, preview_src: Path | None, finished_at: float | None = None) -> Path:
     """Write `lora` as a kohya-format file at `out` (atomically), with metadata, hashes and preview."""
-    from safetensors.torch import save_file
+    from lora_studio.engine.tensor_files import save_safetensors
 
     out = Path(out)
     dtype = DTYPES.get(cfg.output.save_dtype)
@@ -109,7 +109,7 @@ def write_kohya(lora: dict[str, torch.Tensor], state: dict, cfg, out: Path, *, p
         preview_src = Path(preview_src)
         metadata["ssmd_cover_images"] = json.dumps([thumbnail_b64(preview_src)])
         atomic_write(preview_path(out), lambda tmp: shutil.copyfile(preview_src, tmp))
-    atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata))
+    atomic_write(out, lambda tmp: save_safetensors(tensors, tmp, metadata))
     return out
 
 

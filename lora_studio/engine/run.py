@@ -7,6 +7,7 @@ lines on stdin (`stop`, `sample`, `save`); SIGINT / SIGTERM mean `stop`.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -38,8 +39,15 @@ class StreamSink:
         self.pending.clear()
 
     def _log(self, event: ev.Event) -> None:
-        self.log_file.write(event.to_json() + "\n")
-        self.log_file.flush()
+        try:
+            self.log_file.write(event.to_json() + "\n")
+            self.log_file.flush()
+        except OSError as e:
+            # A full disk must not turn into a crash while reporting the full disk: the app still gets
+            # every event on stdout; the log on disk stops here, and stderr says so once.
+            print(f"events.jsonl can no longer be written ({e.strerror}); events continue on stdout only.", file=sys.stderr)
+            self.log_file = None
+            self.pending = []
 
     def emit(self, event: ev.Event) -> None:
         line = event.to_json()
@@ -52,7 +60,7 @@ class StreamSink:
             self.attach_run_dir(Path(event.run_dir))
         if self.log_file is not None:
             self._log(event)
-        else:
+        elif self.pending is not None:
             self.pending.append(event)
         if isinstance(event, (ev.Warning, ev.Error)):
             print(f"{event.type}: {event.message}", file=sys.stderr)
@@ -203,6 +211,9 @@ def event_process(body: Callable[[StreamSink], int], *, what: str, oom: Callable
     except UserError as e:
         on_failure(sink)
         sink.emit(ev.Error(e.code, e.message, e.hint))
+    except OSError as e:  # a full disk, a folder that cannot be written: the computer's state, not a bug
+        on_failure(sink)
+        sink.emit(_file_error(e))
     except Exception as e:  # noqa: BLE001 - the last line of defence
         from lora_studio.engine.out_of_memory import out_of_memory_where
 
@@ -218,6 +229,25 @@ def event_process(body: Callable[[StreamSink], int], *, what: str, oom: Callable
         sys.stdout = events_out
     sink.emit(ev.Finished("failed", 0))
     return 1
+
+
+NO_ROOM = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+NOT_ALLOWED = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def _file_error(e: OSError) -> ev.Error:
+    """An OSError as the artist needs it: which file, what went wrong, what to do. Checkpoints and exports
+    are written to a temp file or folder and renamed into place, so what was saved before is intact."""
+    name = f" {e.filename}" if e.filename else ""
+    if e.errno in NO_ROOM:
+        return ev.Error("disk_full", f"There was no room to write{name} ({e.strerror}).",
+                        "Free some space on that disk (or set output.dir to a folder on another one), then resume; "
+                        "what was saved before, the last checkpoint included, is intact.")
+    if e.errno in NOT_ALLOWED:
+        return ev.Error("cannot_write", f"LoRA Studio may not write{name} ({e.strerror}).",
+                        "Choose a folder you can write to (output.dir, or the project's folder), or change its permissions.")
+    return ev.Error("file_error", f"A file operation failed{' on' + name if name else ''}: {e.strerror or e}.",
+                    "Check that the disk is connected and the path exists, then resume; what was saved before is intact.")
 
 
 def _config_file(path: Path) -> Path:

@@ -1,5 +1,5 @@
 """Running out of memory, for real: the engine in a process whose address space is capped a little above
-what its imports took (tests/engine/memory_capped.py), so torch's own allocator fails mid-run. The run
+what its imports took (tests/engine/resource_limited.py), so torch's own allocator fails mid-run. The run
 must say so in one error event with the settings to change, leave its last checkpoint and export as they
 were, and resume from that checkpoint once the suggested change is applied."""
 
@@ -18,14 +18,14 @@ from lora_studio.core import events as ev
 from lora_studio.core.fit_advice import with_changes
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
-CAPPED = Path(__file__).with_name("memory_capped.py")
+LIMITED = Path(__file__).with_name("resource_limited.py")
 # Batch 8 at 512 px needs well over 1 GB more than the imports on this tiny model; caching at 512 px and
 # the steps at 64 px need far less than this.
 HEADROOM = 512 << 20
 
 
 def engine(*args: str, cap: int | None = None) -> tuple[int, list[ev.Event], str]:
-    head = [sys.executable, str(CAPPED), str(cap)] if cap else [sys.executable, "-m", "lora_studio"]
+    head = [sys.executable, str(LIMITED), "memory", str(cap)] if cap else [sys.executable, "-m", "lora_studio"]
     proc = subprocess.run([*head, *args], capture_output=True, text=True, env=ENV, timeout=600)
     return proc.returncode, [ev.from_json(line) for line in proc.stdout.splitlines() if line.strip()], proc.stderr
 
