@@ -37,6 +37,7 @@ QLabel#sev_info { color: #64b5f6; }
 QLabel#readyLine { border-radius: 6px; padding: 8px 10px; }
 QLabel#readyLine[state="ready"] { background: #203326; color: #c9f0d3; }
 QLabel#readyLine[state="blocked"] { background: #3a2b20; color: #ffd9b8; }
+QLabel#readyLine[state="warn"] { background: #3a3320; color: #ffe3a3; }
 QLabel#readyLine a { color: #8ab4ff; }
 QFrame#emptyState { border: 2px dashed #4a4f58; border-radius: 14px; background: #1e2024; }
 QFrame#dropBar { border-radius: 6px; }

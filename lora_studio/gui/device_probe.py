@@ -4,8 +4,11 @@ run will get (the same CUDA build, the same device 0)."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import sys
+
+import shiboken6
 
 from PySide6.QtCore import QCoreApplication, QObject, QProcess, Signal
 
@@ -29,8 +32,17 @@ class DeviceProbe(QObject):
     def shared(cls) -> "DeviceProbe":
         """One probe for the whole app: the GPU does not change while it runs."""
         if cls._shared is None:
-            cls._shared = cls(QCoreApplication.instance())
+            app = QCoreApplication.instance()
+            cls._shared = cls(app)
+            # Quitting while it still asks: end the child first (a QProcess destroyed running complains).
+            app.aboutToQuit.connect(cls._shared.stop)
+            atexit.register(cls._shared.stop)
         return cls._shared
+
+    def stop(self) -> None:
+        if self._process is not None and shiboken6.isValid(self._process) and self._process.state() != QProcess.ProcessState.NotRunning:
+            self._process.kill()
+            self._process.waitForFinished(2000)
 
     def start(self) -> None:
         """Ask once; later calls do nothing (connect to `found`, or read `result`)."""

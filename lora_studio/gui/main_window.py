@@ -175,6 +175,7 @@ class MainWindow(QMainWindow):
         self.store.save_failed.connect(lambda m: self.statusBar().showMessage(m, 10_000))
         self.bulk.message.connect(lambda m: self.statusBar().showMessage(m, 8000))
         self.settings_panel.budget_changed.connect(lambda _t: self._update_ready())
+        self.settings_panel.memory.summary_changed.connect(lambda _s: self._update_ready())
         self.tabs.currentChanged.connect(lambda i: self.ensure_train_page() if i == 2 else None)
 
     # --- projects --------------------------------------------------------------------------------
@@ -330,7 +331,10 @@ class MainWindow(QMainWindow):
 
     def _update_ready(self) -> None:
         if self.project is not None:
-            self.train_page.set_ready(self.store.problems, self.settings_panel.budget_text)
+            memory = self.settings_panel.memory.summary
+            warning = ("The memory estimate says these settings do not fit the GPU; Settings has the nearest that do."
+                       if memory is not None and memory.verdict == "does_not_fit" else "")
+            self.train_page.set_ready(self.store.problems, self.settings_panel.budget_text, warning)
 
     # --- undo, drops, closing --------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
 from lora_studio.core.fit_advice import MemorySummary, memory_summary
@@ -19,6 +19,8 @@ MEMORY_KEYS = {
 
 
 class MemoryLine(QWidget):
+    summary_changed = Signal(object)  # the new MemorySummary (the Train tab's ready line repeats a "does not fit")
+
     def __init__(self, store: ConfigStore, parent: QWidget | None = None, *, probe: DeviceProbe | None = None):
         super().__init__(parent)
         self.store = store
@@ -71,6 +73,7 @@ class MemoryLine(QWidget):
         self.label.style().unpolish(self.label)
         self.label.style().polish(self.label)
         self.fix_button.setVisible(self.summary.fix is not None)
+        self.summary_changed.emit(self.summary)
 
     def apply_fix(self) -> None:
         if self.summary is None or self.summary.fix is None:

@@ -128,8 +128,9 @@ class TrainPage(QWidget):
         if self.run_panel is not None:
             QSettings().setValue("main/train_splitter", self.splitter.saveState())
 
-    def set_ready(self, problems: list[Problem], budget: str) -> None:
-        """One line above the run panel: what to fix before Start, or what Start will do."""
+    def set_ready(self, problems: list[Problem], budget: str, memory_warning: str = "") -> None:
+        """One line above the run panel: what to fix before Start, or what Start will do (and, when the memory
+        estimate says it will not fit, that too: the artist should not learn it from a failed run)."""
         if problems:
             first = problems[0]
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -137,6 +138,10 @@ class TrainPage(QWidget):
             self.ready_label.setText(f"<b>Before training:</b> {html.escape(name)} {html.escape(first.message)}{more} "
                                      f"<a href='settings'>Open Settings</a>")
             self.ready_label.setProperty("state", "blocked")
+        elif memory_warning:
+            self.ready_label.setText(f"<b>Ready to train:</b> {html.escape(budget)}<br>⚠ {html.escape(memory_warning)} "
+                                     f"<a href='settings'>Open Settings</a>")
+            self.ready_label.setProperty("state", "warn")
         else:
             self.ready_label.setText(f"<b>Ready to train:</b> {html.escape(budget)}")
             self.ready_label.setProperty("state", "ready")

@@ -88,6 +88,20 @@ def test_a_fix_accepted_in_the_train_tab_reaches_the_project_settings(qtbot, tmp
     assert (train["batch_size"], train["gradient_accumulation"]) == (1, 2)
     w.close()
 
+
+def test_the_ready_line_warns_when_the_estimate_says_it_will_not_fit(qtbot, tmp_path, isolated_settings):
+    project = make_project(tmp_path / "p", 2, base_model=str(tmp_path / "m.safetensors"))
+    w = _window(qtbot)
+    _opened(qtbot, w, project)
+    for key, value in {"model.kind": "sdxl", "train.resolution": 1024, "train.batch_size": 4,
+                       "train.gradient_checkpointing": False, "train.mixed_precision": "bf16", "train.base_weights": "bf16"}.items():
+        w.store.set(key, value)
+    w.settings_panel.memory.set_device({"gpu": "Test GPU 8GB", "total_bytes": 8_000_000_000})  # what the engine would say
+    assert "Ready to train" in w.ready_label.text() and "do not fit the GPU" in w.ready_label.text()
+    w.settings_panel.memory.apply_fix()
+    assert "Ready to train" in w.ready_label.text() and "do not fit" not in w.ready_label.text()
+    w.close()
+
 def test_window_undo_commits_the_typing_first(qtbot, tmp_path, isolated_settings):
     project = make_project(tmp_path / "p", 2)
     w = _window(qtbot)
