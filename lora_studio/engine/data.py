@@ -127,12 +127,17 @@ class Encodings:
         # (not its position in the list), so adding an image does not change the others' latents.
         seed = (int(digest[:12], 16) + self.cfg.train.seed * 2 + flip) % (2**63)
         key = make_key("latent", digest, bucket, flip, seed, self._identity)
-        hit = self.disk.get("latents", key)
-        if hit is not None:
-            return hit["latent"], tuple(hit["original"].tolist()), tuple(hit["crop"].tolist())
+        # A latent encoded in tiles (the VAE ran out of memory) is kept under its own key, so a later run
+        # with room for the whole image encodes it whole; a whole one is always preferred when cached.
+        tiled_key = make_key("latent-tiled", digest, bucket, flip, seed, self._identity)
+        for k in (key, tiled_key) if self.trainer.vae_tiled else (key,):
+            hit = self.disk.get("latents", k)
+            if hit is not None:
+                return hit["latent"], tuple(hit["original"].tolist()), tuple(hit["crop"].tolist())
         px, orig, crop = load_for_training(item, bucket, flip=flip, random_crop=False, rng=random.Random(0))
         latent = self.trainer.encode_latents(px[None], torch.Generator().manual_seed(seed))[0]
-        self.disk.put("latents", key, {"latent": latent, "original": torch.tensor(orig), "crop": torch.tensor(crop)})
+        self.disk.put("latents", tiled_key if self.trainer.vae_tiled else key,
+                      {"latent": latent, "original": torch.tensor(orig), "crop": torch.tensor(crop)})
         return latent, orig, crop
 
     def _embedding(self, caption: str):

@@ -160,6 +160,11 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
             emit(ev.Status("caching", f"Encoded {done} of {total}"))
 
     enc.cache(caching_progress)
+    if trainer.vae_tiled:
+        emit(ev.Warning(
+            f"The {'GPU' if trainer.device.type == 'cuda' else 'computer'} ran out of memory encoding an image whole at "
+            f"{cfg.train.resolution} px, so the images are encoded in tiles (far less memory; the latents differ "
+            f"slightly where the tiles meet). Training goes on.", code="vae_tiled"))
     trainer.offload_encoders(vae=enc.latents_cached, text=enc.text_cached)
     trainer.ready()
     if saved:

@@ -17,6 +17,7 @@ from lora_studio.core.config import Config
 from lora_studio.core.errors import UserError
 from lora_studio.engine import conditioning, lora
 from lora_studio.engine.fp8 import store_in_fp8
+from lora_studio.engine.out_of_memory import out_of_memory_where, release_cached_memory
 from lora_studio.engine.models import Models
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -53,6 +54,7 @@ class Trainer:
         self.noise_scheduler = DDPMScheduler.from_config(models.scheduler_config)
         self.alphas_cumprod = self.noise_scheduler.alphas_cumprod.to(self.device)
         self.micro_step = 0  # micro-batches seen; seeds each step's noise so resume is exact
+        self.vae_tiled = False  # set when an image did not fit the VAE whole: it encodes in tiles from then on
 
         # The UNet goes onto the GPU only in `ready()`, after the images and captions are encoded: then the
         # VAE and text encoders have left, and caching never holds every model at once (SDXL's peak).
@@ -155,7 +157,19 @@ class Trainer:
     @torch.no_grad()
     def encode_latents(self, pixel_values: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         vae = self.models.vae
-        dist = vae.encode(pixel_values.to(self.device, torch.float32)).latent_dist
+        pixels = pixel_values.to(self.device, torch.float32)
+        try:
+            dist = vae.encode(pixels).latent_dist
+        except Exception as e:
+            if self.vae_tiled or out_of_memory_where(e) is None:
+                raise
+            # The fp32 VAE encode of one large image is caching's peak (2.7 GB for SDXL at 1024 px). Rather
+            # than fail the run, encode in overlapping tiles (diffusers' tiled VAE): a fraction of the
+            # memory, latents that differ slightly where tiles blend. train.py tells the artist.
+            release_cached_memory()
+            vae.enable_tiling()
+            self.vae_tiled = True
+            dist = vae.encode(pixels).latent_dist
         latents = dist.sample(generator=generator) * vae.config.scaling_factor
         if not torch.isfinite(latents).all():
             raise UserError(

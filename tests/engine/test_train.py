@@ -107,6 +107,30 @@ def test_running_out_of_memory_while_sampling_skips_the_samples_not_the_run(tiny
     _, b = final_lora(tmp_path / "sampled")
     assert all(torch.equal(a[k], b[k]) for k in a)  # the failed sampling left training exactly as it was
 
+
+def test_an_image_too_big_for_the_vae_is_encoded_in_tiles(tiny_model_dir, dataset, tmp_path, monkeypatch):
+    # The fp32 VAE encode is caching's memory peak (SDXL at 1024 px on a 6 GB card). This machine has no
+    # GPU to fill, so diffusers' encoder raises torch's GPU error whenever it is asked for a whole image;
+    # our fallback then switches diffusers' tiled VAE on, and the tiled encoding really runs.
+    from diffusers import AutoencoderKL
+
+    real_encode, whole_attempts = AutoencoderKL.encode, []
+
+    def encode(self, x, *args, **kwargs):
+        if not self.use_tiling:
+            whole_attempts.append(tuple(x.shape))
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.50 GiB")
+        return real_encode(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(AutoencoderKL, "encode", encode)
+    cfg = tiny_config(tiny_model_dir, dataset, tmp_path / "run", train={"resolution": 128, "max_steps": 2},
+                      dataset={"min_bucket_side": 64, "max_bucket_side": 256})
+    finished, sink = run(cfg)
+    assert finished.status == "completed" and len(whole_attempts) == 1  # tiles from the first failure on
+    warnings = [w for w in sink.of_type(ev.Warning) if w.code == "vae_tiled"]
+    assert len(warnings) == 1 and "encoded in tiles" in warnings[0].message
+    assert sink.of_type(ev.Exported)[0].verified
+
 def test_a_rerun_without_resume_is_refused_and_loses_nothing(tiny_model_dir, dataset, tmp_path):
     cfg = tiny_config(tiny_model_dir, dataset, tmp_path / "run")
     run(cfg)
