@@ -142,6 +142,14 @@ def test_health_findings_and_a_one_click_fix(qtbot, tmp_path, isolated_settings)
     w.close()
 
 
+def test_the_first_window_fits_the_screen(qtbot, isolated_settings):
+    w = _window(qtbot)  # no saved geometry: the default size
+    room = w.screen().availableGeometry()
+    expected = (min(1320, int(room.width() * 0.95)), min(840, int(room.height() * 0.95)))
+    assert (w.width(), w.height()) == (max(expected[0], w.minimumSizeHint().width()), max(expected[1], w.minimumSizeHint().height()))
+    w.close()
+
+
 def test_layout_is_remembered(qtbot, tmp_path, isolated_settings):
     w = _window(qtbot)
     w.resize(1000, 700)
