@@ -118,9 +118,9 @@ def _load_folder(path: Path, cfg: ModelConfig, dtype: torch.dtype) -> Models:
     notes = [f"{KIND_LABELS[kind]} diffusers folder {path.name}", f"{prediction} prediction ({how})"]
 
     kw = dict(local_files_only=True)
-    unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, **kw)
-    vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=torch.float32, **kw)
-    text_encoders = [CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dtype, **kw)]
+    unet = _part(path, "unet", lambda: UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, **kw))
+    vae = _part(path, "vae", lambda: AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=torch.float32, **kw))
+    text_encoders = [_part(path, "text_encoder", lambda: CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dtype, **kw))]
 
     def tok(sub: str, second: bool):
         # A folder without tokenizer files (some trimmed downloads) uses the shared vocabulary.
@@ -130,12 +130,29 @@ def _load_folder(path: Path, cfg: ModelConfig, dtype: torch.dtype) -> Models:
 
     tokenizers = [tok("tokenizer", False)]
     if kind == "sdxl":
-        text_encoders.append(
-            CLIPTextModelWithProjection.from_pretrained(path, subfolder="text_encoder_2", torch_dtype=dtype, **kw)
-        )
+        text_encoders.append(_part(path, "text_encoder_2", lambda: CLIPTextModelWithProjection.from_pretrained(
+            path, subfolder="text_encoder_2", torch_dtype=dtype, **kw)))
         tokenizers.append(tok("tokenizer_2", True))
     sched = scheduler_config_for(path, prediction)
     return Models(kind, prediction, unet, vae, text_encoders, tokenizers, sched, path.name, notes, "folder", path)
+
+
+def _part(folder: Path, sub: str, load):
+    """One component of a diffusers folder. diffusers and transformers report a missing or damaged weights
+    file as an OSError, a ValueError or safetensors' own error; the artist needs to hear which part is broken."""
+    from safetensors import SafetensorError
+
+    try:
+        return load()
+    except (OSError, ValueError, SafetensorError) as e:
+        files = sorted(p.name for p in (folder / sub).glob("*")) if (folder / sub).is_dir() else []
+        have = f"it holds {', '.join(files)}" if files else "it is missing or empty"
+        raise UserError(
+            f"The {sub} of the model folder {folder.name} cannot be loaded ({have}): {str(e).splitlines()[0][:200]}",
+            hint=f"Copy or download the model again; {sub}/ needs its config.json and weights "
+                 f"(*.safetensors), complete. Or point model.base at a single .safetensors checkpoint.",
+            code="bad_model",
+        ) from None
 
 
 def _existing(value: str, what: str, hint: str) -> Path:

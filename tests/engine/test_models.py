@@ -136,6 +136,25 @@ def test_missing_and_unreadable_bases_are_user_errors(tmp_path):
         load_models(ModelConfig(base=str(tmp_path / "notes.txt")))
 
 
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_a_folder_with_damaged_weights_says_which_part(tiny_model_dir, tmp_path, damage):
+    import shutil
+
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    weights = folder / "text_encoder" / "model.safetensors"
+    if damage == "missing":
+        weights.unlink()
+    else:
+        weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(UserError) as e:
+        load_models(ModelConfig(base=str(folder)))
+    assert e.value.code == "bad_model"
+    assert e.value.message.startswith("The text_encoder of the model folder model cannot be loaded (")
+    holds = "(it holds config.json)" if damage == "missing" else "(it holds config.json, model.safetensors)"
+    assert holds in e.value.message
+    assert "download the model again" in e.value.hint
+
 def test_vae_override_from_a_single_vae_file(sdxl_pair, tmp_path):
     from safetensors.torch import save_file
 
