@@ -135,8 +135,10 @@ class MainWindow(QMainWindow):
     def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
         super().showEvent(event)
         if self.run_panel is None:
-            # Just after the first paint: the window appears at once, the Train tab is ready soon after.
+            # Just after the first paint: the window appears at once, the Train tab is ready soon after,
+            # and the engine is asked about the GPU (a child process) for the memory verdict.
             QTimer.singleShot(50, self.ensure_train_page)
+            QTimer.singleShot(500, self.settings_panel.memory.ask_about_the_gpu)
 
     def _menus(self) -> None:
         file = self.menuBar().addMenu("&File")

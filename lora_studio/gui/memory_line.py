@@ -43,11 +43,14 @@ class MemoryLine(QWidget):
         if probe is not None:
             self._listen(probe)
 
-    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
-        # The GPU is asked about when the artist first looks at the settings, not at the window's start.
+    def ask_about_the_gpu(self) -> None:
+        """Start the (app-wide, once) question to the engine; the line updates when it answers."""
         if self._probe is None:
             self._listen(DeviceProbe.shared())
         self._probe.start()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self.ask_about_the_gpu()  # the window asks soon after it opens; this covers a panel shown on its own
         super().showEvent(event)
 
     def _listen(self, probe: DeviceProbe) -> None:
