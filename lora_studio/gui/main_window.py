@@ -10,9 +10,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import shiboken6
-from PySide6.QtCore import QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QUndoStack
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QCloseEvent, QUndoStack
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QSplitter, QStackedWidget, QTabWidget, QVBoxLayout, QWidget
 
 from lora_studio.core.dataset import scan
@@ -20,7 +19,7 @@ from lora_studio.core.errors import UserError
 from lora_studio.core.project import (
     Project, add_recent_project, create_project, forget_recent_project, is_project, open_project, recent_projects,
 )
-from lora_studio.gui import window_layout
+from lora_studio.gui import menus, window_layout
 from lora_studio.gui.bind import ConfigStore
 from lora_studio.gui.bulk_actions import BulkActions, BulkActionsBar
 from lora_studio.gui.caption_editor import CaptionEditor, CaptionWriter
@@ -73,7 +72,7 @@ class MainWindow(QMainWindow):
         self.pages.addWidget(self.welcome)
         self.pages.addWidget(self.tabs)
         self.setCentralWidget(self.pages)
-        self._menus()
+        menus.build(self)
         self._connect()
         self._rescan_timer = QTimer(self, singleShot=True, interval=250)
         self._rescan_timer.timeout.connect(self.rescan)
@@ -139,31 +138,6 @@ class MainWindow(QMainWindow):
             # and the engine is asked about the GPU (a child process) for the memory verdict.
             QTimer.singleShot(50, self.ensure_train_page)
             QTimer.singleShot(500, self.settings_panel.memory.ask_about_the_gpu)
-
-    def _menus(self) -> None:
-        file = self.menuBar().addMenu("&File")
-        self.new_action = file.addAction("&New Project…", self.new_project_dialog, QKeySequence.StandardKey.New)
-        self.open_action = file.addAction("&Open Project…", self.open_project_dialog, QKeySequence.StandardKey.Open)
-        self.recent_menu = file.addMenu("Recent Projects")
-        file.addSeparator()
-        self.close_action = file.addAction("&Close Project", self.close_project)
-        self.close_action.setEnabled(False)
-        file.addSeparator()
-        file.addAction("&Quit", self.close, QKeySequence.StandardKey.Quit).setMenuRole(QAction.MenuRole.QuitRole)
-        edit = self.menuBar().addMenu("&Edit")
-        # Undo first writes any caption still being typed, so undo takes back exactly that edit.
-        self.undo_action = edit.addAction("&Undo", self.undo, QKeySequence.StandardKey.Undo)
-        self.redo_action = edit.addAction("&Redo", self.redo, QKeySequence.StandardKey.Redo)
-        self.undo_action.setEnabled(False)
-        self.redo_action.setEnabled(False)
-        self.undo_stack.canUndoChanged.connect(self.undo_action.setEnabled)
-        self.undo_stack.canRedoChanged.connect(self.redo_action.setEnabled)
-        self.undo_stack.undoTextChanged.connect(lambda t: _label(self.undo_action, "&Undo", t))
-        self.undo_stack.redoTextChanged.connect(lambda t: _label(self.redo_action, "&Redo", t))
-        edit.addSeparator()
-        self.forget_drop_action = edit.addAction("Ask again where dropped images go", lambda: QSettings().remove("dataset/drop_choice"))
-        help_ = self.menuBar().addMenu("&Help")
-        help_.addAction("About LoRA Studio", self._about)
 
     def _connect(self) -> None:
         self.dataset_view.current_changed.connect(self.caption_editor.set_item)
@@ -360,7 +334,7 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentIndex(0)
         self.dataset_view.dropEvent(event)
 
-    def _about(self) -> None:
+    def show_about(self) -> None:
         QMessageBox.about(self, "About LoRA Studio",
                           "<b>LoRA Studio</b><br>Train image-style LoRAs for Stable Diffusion on your own GPU, offline.")
 
@@ -390,12 +364,6 @@ class MainWindow(QMainWindow):
         self.save_layout()
         self.model.shutdown()
         super().closeEvent(event)
-
-
-def _label(action: QAction, verb: str, what: str) -> None:
-    # The stack outlives the menu while the window is torn down; it may still announce a change.
-    if shiboken6.isValid(action):
-        action.setText(f"{verb} {what}" if what else verb)
 
 
 def _padded(widget: QWidget, margins: tuple[int, int, int, int] = (6, 12, 12, 8)) -> QWidget:
