@@ -29,12 +29,21 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp_path, path)
     except OSError as e:
         tmp_path.unlink(missing_ok=True)
-        if e.errno is None:
+        named = naming(e, path)  # the file the artist knows, not the temp file
+        if named is e:
             raise
-        raise OSError(e.errno, e.strerror, str(path)) from e  # name the file the artist knows, not the temp file
+        raise named from e
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def naming(error: OSError, path: Path) -> OSError:
+    """The same OSError (errno, message, subclass) about `path`: a write's own error names no file, and a
+    message without one cannot say which file did not fit on the disk."""
+    if error.errno is None:
+        return error
+    return OSError(error.errno, error.strerror, str(path))
 
 
 # Read once, at import (single-threaded): os.umask can only be read by setting it, which would race

@@ -14,15 +14,18 @@ from pathlib import Path
 import safetensors.torch
 import torch
 
+from lora_studio.core.atomic import naming
+
 
 def write_bytes(path: Path, data: bytes) -> None:
     try:
         with open(path, "wb") as f:
             f.write(data)
     except OSError as e:
-        if e.errno is None:
+        named = naming(e, path)
+        if named is e:
             raise
-        raise OSError(e.errno, e.strerror, str(path)) from e
+        raise named from e
 
 
 def save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:

@@ -276,6 +276,7 @@ class _Loop:
             if where is None:
                 raise
             # Samples are for watching; they must not end the run. generate() restored the models' state.
+            release_cached_memory()
             results = []
             s = self.cfg.sample
             size = f"{s.width or self.cfg.train.resolution}×{s.height or self.cfg.train.resolution}"
@@ -285,7 +286,6 @@ class _Loop:
                 f"less often (sample.every).", code="sample_out_of_memory"))
         finally:
             self._to_cpu(moved)
-            release_cached_memory()
         for index, prompt, seed, path in results:
             self.emit(ev.Sample(step, str(path), prompt, seed, index))
         self.emit(ev.Status("training", "Training"))
