@@ -4,6 +4,7 @@ shape, offsets). The fit estimate and the app use it; nothing here loads a weigh
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import struct
@@ -20,7 +21,19 @@ STANDARD_SIZE_TOLERANCE = 0.05
 
 
 def safetensors_header(path: Path) -> dict[str, Any]:
-    """The tensors of a .safetensors file: {name: {"dtype", "shape", "data_offsets"}} ({} if unreadable)."""
+    """The tensors of a .safetensors file: {name: {"dtype", "shape", "data_offsets"}} ({} if unreadable).
+
+    Kept per (file, size, modification time): the Settings tab asks again on every edit, and an SDXL
+    checkpoint's header is some 150 kB of JSON. The dict is shared: read it, do not change it."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return {}
+    return _read_header(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _read_header(path: str, _size: int, _mtime_ns: int) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             (n,) = struct.unpack("<Q", f.read(8))
@@ -29,8 +42,10 @@ def safetensors_header(path: Path) -> dict[str, Any]:
             header = json.loads(f.read(n))
     except (OSError, ValueError, struct.error):
         return {}
+    if not isinstance(header, dict):
+        return {}
     header.pop("__metadata__", None)
-    return header if isinstance(header, dict) else {}
+    return header
 
 
 def _base_path(cfg: Any) -> Path | None:
