@@ -11,7 +11,8 @@
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl diffusers tomli-w platformdirs \
-#     pytest pluggy iniconfig pygments packaging   (this checkout may still have them in .whl/)
+#     pytest pluggy iniconfig pygments packaging
+# (A checkout where this was done once keeps them in .whl/, ignored by git.)
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
