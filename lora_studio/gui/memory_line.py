@@ -67,7 +67,10 @@ class MemoryLine(QWidget):
         if self.device is None:
             return
         total, name = int(self.device.get("total_bytes") or 0), self.device.get("gpu", "")
-        self.summary = memory_summary(self.store.config, total, name)
+        try:
+            self.summary = memory_summary(self.store.config, total, name)
+        except ValueError:  # a hand-edited project file with a value the estimate does not know
+            self.summary = MemorySummary("The memory estimate needs valid settings: fix the ones marked in red.", "unknown")
         text = self.summary.text
         if self.device.get("error") and not total:
             text = f"Could not ask the engine about the GPU ({self.device['error']}). {text}"

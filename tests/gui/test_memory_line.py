@@ -77,3 +77,16 @@ def test_without_a_gpu_the_line_says_the_cpu_will_train(qtbot, tmp_path, isolate
         panel.show()
     assert panel.memory.label.text().startswith("No NVIDIA GPU found: training would run on the CPU")
     assert not panel.memory.fix_button.isVisible()
+
+
+def test_a_value_the_estimate_does_not_know_is_said_not_raised(qtbot, tmp_path, isolated_settings):
+    project = make_project(tmp_path / "p", 0)
+    store = ConfigStore(save_delay_ms=0)
+    store.load(project)
+    store.set("train.mixed_precision", "fp4")  # as a hand-edited project file might have it
+    panel = SettingsPanel(store, find_models=False, device_probe=_standing_in_for_the_engine(GPU_8GB))
+    qtbot.addWidget(panel)
+    with qtbot.waitSignal(panel.memory._probe.found, timeout=20_000):
+        panel.show()
+    assert panel.memory.label.text().startswith("The memory estimate needs valid settings")
+    assert store.problems_for("train.mixed_precision")  # and the field itself says what is wrong
