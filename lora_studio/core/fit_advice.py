@@ -26,6 +26,9 @@ def estimate_for_config(cfg: Any, *, on_gpu: bool = True) -> Estimate:
     )
 
 
+LADDER_IN_WORDS = "checkpointing, fp8 weights, batch 1, 256 px"  # the ladder's furthest rungs, for messages
+
+
 def with_changes(cfg: Any, changes: dict[str, Any]) -> Any:
     """`cfg` with {"section.key": value} changes applied (what the suggestions and an OOM's fix carry)."""
     sections: dict[str, dict[str, Any]] = {}
@@ -134,7 +137,7 @@ def dry_run_report(cfg: Any, gpu_total_bytes: int) -> str:
     lines += [f"Note: {n}." for n in est.notes]
     suggestions = suggest_settings(cfg, gpu_total_bytes)
     if gpu_total_bytes and not suggestions and not fits(est, gpu_total_bytes):
-        lines.append("No settings on the usual ladder (checkpointing, fp8 weights, batch 1, 256 px) fit this GPU.")
+        lines.append(f"No settings on the usual ladder ({LADDER_IN_WORDS}) fit this GPU.")
     if suggestions:
         lines.append("Settings that fit (the first is the nearest):")
         lines += [f"  - {desc}: " + ", ".join(f"{k} = {v!r}" for k, v in ch.items()) for desc, ch in suggestions]
@@ -163,13 +166,11 @@ def memory_summary(cfg: Any, gpu_total_bytes: int, gpu_name: str = "") -> Memory
     est = estimate_for_config(cfg)
     on = f" on {gpu_name}" if gpu_name else ""
     verdict = fit_report(est, gpu_total_bytes)
+    said = f"{verdict[0].upper()}{verdict[1:]}{on}"
     if fits(est, gpu_total_bytes):
-        tight = verdict.startswith("fits, tightly")
-        return MemorySummary(f"{verdict[0].upper()}{verdict[1:]}{on}.", "tight" if tight else "fits")
+        return MemorySummary(f"{said}.", "tight" if verdict.startswith("fits, tightly") else "fits")
     suggestions = suggest_settings(cfg, gpu_total_bytes)
     if not suggestions:
-        return MemorySummary(f"{verdict[0].upper()}{verdict[1:]}{on}, and no usual setting (checkpointing, fp8 "
-                             f"weights, batch 1, 256 px) makes it fit.", "does_not_fit")
+        return MemorySummary(f"{said}, and no usual setting ({LADDER_IN_WORDS}) makes it fit.", "does_not_fit")
     description, changes = suggestions[0]
-    return MemorySummary(f"{verdict[0].upper()}{verdict[1:]}{on}. Nearest that fits: {description}.", "does_not_fit",
-                         (description, changes))
+    return MemorySummary(f"{said}. Nearest that fits: {description}.", "does_not_fit", (description, changes))
