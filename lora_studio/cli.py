@@ -72,13 +72,13 @@ def _open_app(project: Path | None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
-        from lora_studio.engine.run import train_command
+        from lora_studio.engine.process import train_command
 
         return train_command(args.config, resume=args.resume, dry_run=args.dry_run)
     if args.command == "export":
         if args.events:
             return _export_events(args)
-        from lora_studio.engine.export import export_command
+        from lora_studio.engine.export.export import export_command
 
         return export_command(args.run_dir, step=args.step, out=args.out)
     if args.command == "compare":
@@ -89,11 +89,11 @@ def _run(args: argparse.Namespace) -> int:
             trigger_variants=not args.no_trigger_variants, seed=args.seed, sampling_steps=args.sampling_steps,
         )
     if args.command == "inspect":
-        from lora_studio.engine.inspect import inspect_command
+        from lora_studio.engine.export.inspect_lora import inspect_command
 
         return inspect_command(args.file, base=args.base, as_json=args.json)
     if args.command == "bench":
-        from lora_studio.engine.bench import bench_command
+        from lora_studio.engine.bench.bench import bench_command
 
         return bench_command(args.preset, steps=args.steps, batch_size=args.batch_size, json_path=args.json,
                              base_weights=args.base_weights)
@@ -128,7 +128,7 @@ def _export_events(args: argparse.Namespace) -> int:
 
     out, sys.stdout = sys.stdout, sys.stderr  # library prints must not corrupt the stream
     try:
-        from lora_studio.engine.export import export_run
+        from lora_studio.engine.export.export import export_run
 
         r = export_run(args.run_dir, args.step, args.out)
         event: ev.Event = ev.Exported(str(r.path), r.step, r.verified, list(r.problems), str(r.preview or ""))

@@ -15,7 +15,7 @@ The model (docs/performance.md, "The fit estimate", has the derivation):
 - activations: what the forward pass keeps for backward, per sample, linear in the latent area
   ((resolution / 8)²), with and without gradient checkpointing. Calibrated by simulating our training step on
   the full-size UNets under FakeTensorMode with CUDA's autocast policy
-  (`python -m lora_studio.engine.fit_calibration`; flash / memory-efficient attention, so O(tokens) memory per
+  (`python -m lora_studio.engine.bench.fit_calibration`; flash / memory-efficient attention, so O(tokens) memory per
   head). fp32 compute doubles them; fp32 weights under 16-bit autocast add the 16-bit copies of the weights
   that the matmuls keep.
 - workspace: the transient rise above that during backward (also calibrated), a VAE encode per step when
@@ -37,7 +37,7 @@ ALLOCATOR_SLACK = 0.10
 CUBLAS_WORKSPACE_BYTES = 64 * MiB
 # VAE encoder (fp32, no grad): its peak is five 128-channel fp32 maps of the image (measured, 2,560 B/pixel).
 VAE_ENCODE_BYTES_PER_PIXEL = 2560
-# How the engine caches (engine/trainer.py + engine/train.py): the VAE and text encoders are on the GPU
+# How the engine caches (engine/training/step.py + engine/training/loop.py): the VAE and text encoders are on the GPU
 # while the images are encoded; the UNet goes there only afterwards (`Trainer.ready`).
 
 
@@ -56,7 +56,7 @@ class Arch:
     saved_ckpt: float
     transient: float
     transient_ckpt: float
-    # fp8 base weights (engine/fp8.py) are upcast to the compute dtype as each layer runs, and backward keeps
+    # fp8 base weights (engine/training/fp8.py) are upcast to the compute dtype as each layer runs, and backward keeps
     # the upcast copy of every weight it still needs. With gradient checkpointing that is one block's worth at
     # a time: this share of the Linear/Conv weights in the compute dtype (simulated, independent of resolution).
     # Without checkpointing it is nearly all of them (FP32_WEIGHT_COPY_SHARE[False]): fp8 then saves nothing.
@@ -64,7 +64,7 @@ class Arch:
 
 
 # Parameter counts: the shipped configs (resources/models/*), counted on the meta device.
-# Activation coefficients: `python -m lora_studio.engine.fit_calibration` (see docs/performance.md).
+# Activation coefficients: `python -m lora_studio.engine.bench.fit_calibration` (see docs/performance.md).
 ARCHS: dict[str, Arch] = {
     "sd1": Arch(
         unet=859_520_964, unet_matmul=859_077_120, vae=83_653_863, text_encoders=(123_060_480,), te_layers=((12, 768),),

@@ -24,7 +24,7 @@ from lora_studio.core import events as ev
 from lora_studio.core.atomic import atomic_write, atomic_write_text
 from lora_studio.core.captions import join_tags, remove_trigger, split_tags
 from lora_studio.core.errors import UserError
-from lora_studio.engine.run import StdinCommands, StreamSink, event_process
+from lora_studio.engine.process import StdinCommands, StreamSink, event_process
 
 ADAPTER = "default"  # the name lora.add_lora's inject_adapter_in_model gives the adapter
 
@@ -39,7 +39,7 @@ def plan(run_dir: Path, *, steps=None, strengths=None, prompts=None, trigger_var
     """(run config, [(step, checkpoint dir)], cells in render order, settings). Checks everything the
     artist can get wrong before the model is loaded, so a typo fails in a second. A cell's path is its file
     name alone: the grid's folder is made only when rendering starts."""
-    from lora_studio.engine.checkpoint import list_checkpoints
+    from lora_studio.engine.training.checkpoint import list_checkpoints
 
     if not (run_dir / "config.toml").is_file():
         raise UserError(f"{run_dir} is not a training run (it has no config.toml).",
@@ -111,9 +111,9 @@ def _render(run_dir: Path, sink: StreamSink, commands: StdinCommands, **options)
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from lora_studio.engine import lora, sampling
-    from lora_studio.engine.models import load_models
-    from lora_studio.engine.trainer import resolve_precision
+    from lora_studio.engine.models.load import load_models
+    from lora_studio.engine.training import lora, sampling
+    from lora_studio.engine.training.step import resolve_precision
 
     cfg, chosen, cells, settings = plan(run_dir, **options)
     if "stop" in commands.poll():

@@ -51,7 +51,7 @@ def _draw(rng: random.Random, size: tuple[int, int]) -> tuple[Image.Image, str]:
 
 def create(root: Path, n_images: int = 20, seed: int = 7) -> Path:
     """Write the demo project into `root` (kept if it already exists) and return the config path."""
-    from lora_studio.engine import tiny
+    from lora_studio.engine.models import tiny
 
     root = Path(root).expanduser().resolve()
     cfg_path = root / "lora_studio.toml"

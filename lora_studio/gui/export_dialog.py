@@ -23,8 +23,8 @@ from PySide6.QtWidgets import (
 )
 
 from lora_studio.core import events as ev
-from lora_studio.gui.run_history import checkpoint_steps
-from lora_studio.gui.runner import TrainingProcess
+from lora_studio.gui.engine_process import TrainingProcess
+from lora_studio.gui.run.history import checkpoint_steps
 
 PREVIEW_SIZE = 256
 

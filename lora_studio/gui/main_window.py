@@ -20,14 +20,14 @@ from lora_studio.core.project import (
     Project, add_recent_project, create_project, forget_recent_project, is_project, open_project, recent_projects,
 )
 from lora_studio.gui import menus, window_layout
-from lora_studio.gui.bind import ConfigStore
-from lora_studio.gui.bulk_actions import BulkActions, BulkActionsBar
-from lora_studio.gui.caption_editor import CaptionEditor, CaptionWriter
-from lora_studio.gui.dataset_model import DatasetModel
-from lora_studio.gui.dataset_view import DatasetView
-from lora_studio.gui.health_panel import HealthPanel
+from lora_studio.gui.dataset.bulk_actions import BulkActions, BulkActionsBar
+from lora_studio.gui.dataset.caption_editor import CaptionEditor, CaptionWriter
+from lora_studio.gui.dataset.health_panel import HealthPanel
+from lora_studio.gui.dataset.model import DatasetModel
+from lora_studio.gui.dataset.view import DatasetView
 from lora_studio.gui.pages import TrainPage, WelcomePage
-from lora_studio.gui.settings_panel import SettingsPanel
+from lora_studio.gui.settings.panel import SettingsPanel
+from lora_studio.gui.store import ConfigStore
 from lora_studio.gui.tasks import run_in_background
 
 APP_TITLE = "LoRA Studio"

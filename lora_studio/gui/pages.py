@@ -104,8 +104,8 @@ class TrainPage(QWidget):
         """Create the run panel and history; False when they already exist."""
         if self.run_panel is not None:
             return False
-        from lora_studio.gui.run_history import RunHistory
-        from lora_studio.gui.run_panel import RunPanel
+        from lora_studio.gui.run.history import RunHistory
+        from lora_studio.gui.run.panel import RunPanel
 
         self.run_panel, self.run_history = RunPanel(), RunHistory()
         self.run_panel.attach_history(self.run_history)

@@ -10,7 +10,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from lora_studio.engine import tiny
+    from lora_studio.engine.models import tiny
 
     return tiny.save_diffusers(tmp_path_factory.mktemp("models") / "tiny-sd1", "sd1")
 
@@ -18,7 +18,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """A factory: tiny_models(kind, prediction) -> diffusers folder, built once per session."""
-    from lora_studio.engine import tiny
+    from lora_studio.engine.models import tiny
 
     made: dict[tuple[str, str], Path] = {}
 

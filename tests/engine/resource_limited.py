@@ -17,7 +17,7 @@ import peft  # noqa: F401
 import torch  # noqa: F401
 import transformers  # noqa: F401
 
-import lora_studio.engine.train  # noqa: F401
+import lora_studio.engine.training.loop  # noqa: F401
 
 
 def address_space_bytes() -> int:

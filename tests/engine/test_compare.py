@@ -25,7 +25,7 @@ PROMPTS = ["tstyle, a circle", "a square"]  # the second has no trigger: it gets
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    from lora_studio.engine.train import train
+    from lora_studio.engine.training.loop import train
 
     root = tmp_path_factory.mktemp("compare")
     data = make_dataset(root / "data" / "5_tstyle", n=4)

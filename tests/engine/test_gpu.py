@@ -17,9 +17,9 @@ def _trainer(model_dir, data_dir, run_dir, **train):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    from lora_studio.engine.models import load_models
-    from lora_studio.engine.random_models import make_inputs
-    from lora_studio.engine.trainer import Trainer
+    from lora_studio.engine.bench.random_models import make_inputs
+    from lora_studio.engine.models.load import load_models
+    from lora_studio.engine.training.step import Trainer
 
     cfg = tiny_config(model_dir, data_dir, run_dir, train={"mixed_precision": "bf16", **train})
     AcceleratorState._reset_state()
@@ -47,7 +47,7 @@ def test_the_step_never_makes_the_host_wait(tiny_model_dir, tmp_path, base_weigh
 
 
 def test_sampling_gives_back_the_memory_it_took(tiny_model_dir, tmp_path):
-    from lora_studio.engine.train import train
+    from lora_studio.engine.training.loop import train
 
     data = make_dataset(tmp_path / "data" / "1_tstyle", n=2)
     cfg = tiny_config(tiny_model_dir, data, tmp_path / "plain", train={"max_steps": 4, "mixed_precision": "bf16"})

@@ -31,7 +31,7 @@ def run_dir(runs_dir: Path) -> Path:
 @pytest.fixture
 def make_runner(qtbot):
     """Builds TrainingProcess objects that run the fake engine; any still running are killed at the end."""
-    from lora_studio.gui.runner import TrainingProcess
+    from lora_studio.gui.engine_process import TrainingProcess
 
     made: list[TrainingProcess] = []
 

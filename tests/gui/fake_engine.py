@@ -185,7 +185,7 @@ def train(opts: argparse.Namespace) -> int:
                      "code": "nothing_to_resume"})
     for i, data in enumerate(events):
         if opts.crash_after is not None and i >= opts.crash_after:
-            print("Traceback (most recent call last):\n  File \"engine/train.py\", line 321, in step\n"
+            print("Traceback (most recent call last):\n  File \"engine/training/loop.py\", line 321, in step\n"
                   "RuntimeError: CUDA error: an illegal memory access was encountered", file=sys.stderr, flush=True)
             return 3
         while not engine.commands.empty():

@@ -14,7 +14,7 @@ import pytest
 
 from lora_studio.core.events import Exported, Sample
 from lora_studio.core.project import Project
-from lora_studio.gui.run_panel import RunPanel
+from lora_studio.gui.run.panel import RunPanel
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,201 @@
+"""Export a run's checkpoint as the LoRA file every Stable Diffusion UI loads, then prove it.
+
+The trainer's checkpoint holds peft-style `<part>.<module path>.lora_A/B.weight` tensors in fp32. The
+export renames them to kohya's `lora_unet_…` / `lora_te_…` names (see kohya.py and
+shared/design/export-contract.md), adds one 0-dim `.alpha` per module, casts everything to one dtype,
+writes the header metadata and hashes, and re-opens the file to check it against the base model.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+
+import torch
+
+from lora_studio.core.atomic import atomic_write
+from lora_studio.core.errors import UserError
+from lora_studio.engine.export import kohya
+from lora_studio.engine.training import checkpoint
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+PARTS = ("unet", "te1", "te2")
+THUMBNAIL_SIDE = 256
+_SAMPLE = re.compile(r"step_(\d+)_p(\d+)_s(\d+)\.png$")
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    step: int
+    verified: bool
+    problems: list[str]
+    preview: Path | None
+    checked_against: str = ""  # what the file was verified against, in words
+    notes: list[str] = field(default_factory=list)
+
+
+def to_kohya(lora: dict[str, torch.Tensor], model_kind: str, alpha: float, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Trainer tensors (`unet.<path>.lora_A.weight` …) -> kohya tensors, all in `dtype`, nothing else."""
+    modules: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in lora.items():
+        part, _, rest = key.partition(".")
+        for suffix, kohya_suffix in ((".lora_A.weight", "lora_down.weight"), (".lora_B.weight", "lora_up.weight")):
+            if rest.endswith(suffix) and part in PARTS:
+                try:
+                    name = kohya.kohya_name(part, rest[: -len(suffix)], model_kind)
+                except ValueError as e:  # e.g. a second text encoder in an SD1 checkpoint
+                    raise UserError(f"The checkpoint does not match its model ({e}).", hint="Export a checkpoint of this run's own model.", code="bad_checkpoint") from None
+                modules.setdefault(name, {})[kohya_suffix] = tensor
+                break
+        else:
+            raise UserError(
+                f"The checkpoint has a tensor this version cannot export: {key}.",
+                hint="Export a checkpoint written by LoRA Studio (checkpoints/step_N/lora.safetensors).",
+                code="bad_checkpoint",
+            )
+    out: dict[str, torch.Tensor] = {}
+    for name, pair in sorted(modules.items()):
+        if len(pair) != 2:
+            raise UserError(f"The checkpoint has only half of the LoRA module {name}.", hint="The checkpoint is damaged; export another step.", code="bad_checkpoint")
+        down, up = pair["lora_down.weight"], pair["lora_up.weight"]
+        if down.shape[0] != up.shape[1]:
+            raise UserError(f"The checkpoint's LoRA module {name} has mismatched ranks.", hint="The checkpoint is damaged; export another step.", code="bad_checkpoint")
+        out[f"{name}.lora_down.weight"] = down.detach().to("cpu", dtype).contiguous()
+        out[f"{name}.lora_up.weight"] = up.detach().to("cpu", dtype).contiguous()
+        # Loaders scale each module by alpha / rank (kohya LoRAModule, diffusers network_alphas); 0-dim, as
+        # kohya saves its `alpha` buffer, in the file's one dtype.
+        out[f"{name}.alpha"] = torch.tensor(float(alpha), dtype=dtype)
+    return out
+
+
+def thumbnail_b64(png: Path, side: int = THUMBNAIL_SIDE) -> str:
+    from PIL import Image
+
+    with Image.open(png) as im:
+        im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
+        im.thumbnail((side, side))
+        buf = BytesIO()
+        im.save(buf, format="PNG", optimize=True)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def preview_path(out: Path) -> Path:
+    # A1111, Forge and the ComfyUI managers look for `<name>.preview.png` beside `<name>.safetensors`.
+    return out.with_name(f"{out.stem}.preview.png")
+
+
+def write_kohya(lora: dict[str, torch.Tensor], state: dict, cfg, out: Path, *, preview_src: Path | None, finished_at: float | None = None) -> Path:
+    """Write `lora` as a kohya-format file at `out` (atomically), with metadata, hashes and preview."""
+    from lora_studio.engine.tensor_files import save_safetensors
+
+    out = Path(out)
+    dtype = DTYPES.get(cfg.output.save_dtype)
+    if dtype is None:
+        raise UserError(f"output.save_dtype is {cfg.output.save_dtype!r}.", hint="Choose fp16, bf16 or fp32.", code="bad_config")
+    _, alpha = kohya.network_rank_alpha(state, cfg)
+    tensors = to_kohya(lora, state["model_kind"], alpha, dtype)
+    finished_at = time.time() if finished_at is None else finished_at
+    metadata = kohya.build_metadata(state, cfg, finished_at=finished_at, title=cfg.output.name)
+    # Computed before the cover image is added, on the ss_* metadata only, as kohya's save_weights does.
+    metadata["sshs_model_hash"], metadata["sshs_legacy_hash"] = kohya.precalculate_hashes(tensors, metadata)
+    if preview_src is not None:
+        preview_src = Path(preview_src)
+        metadata["ssmd_cover_images"] = json.dumps([thumbnail_b64(preview_src)])
+        atomic_write(preview_path(out), lambda tmp: shutil.copyfile(preview_src, tmp))
+    atomic_write(out, lambda tmp: save_safetensors(tensors, tmp, metadata))
+    return out
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+def checkpoint_steps(run_dir: Path) -> list[int]:
+    return [step for step, _ in checkpoint.list_checkpoints(run_dir)]
+
+
+def newest_sample(run_dir: Path, step: int) -> Path | None:
+    """The newest sample image at or before `step` (its first prompt), for the preview."""
+    best: tuple[int, int, int] | None = None
+    found = None
+    folder = Path(run_dir) / "samples"
+    if folder.is_dir():
+        for p in folder.iterdir():
+            m = _SAMPLE.match(p.name)
+            if not m:
+                continue
+            s, prompt, seed = (int(g) for g in m.groups())
+            rank = (s, -prompt, -seed)
+            if s <= step and (best is None or rank > best):
+                best, found = rank, p
+    return found
+
+
+def default_out(run_dir: Path, cfg, state: dict) -> Path:
+    # The end-of-run file is `<name>.safetensors`; any earlier step says which one it is.
+    name = cfg.output.name
+    if state["step"] >= state.get("max_steps", cfg.train.max_steps):
+        return Path(run_dir) / f"{name}.safetensors"
+    return Path(run_dir) / f"{name}-step{state['step']:06d}.safetensors"
+
+
+def _load_run(run_dir: Path, step: int | None):
+    from safetensors.torch import load_file
+
+    from lora_studio.core import config
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.toml").is_file():
+        raise UserError(f"{run_dir} is not a training run (it has no config.toml).", hint="Pass the run folder, e.g. MyStyle/runs/<run-id>.", code="not_a_run")
+    found = dict(checkpoint.list_checkpoints(run_dir))
+    if not found:
+        raise UserError(f"The run {run_dir} has no checkpoints yet.", hint="Let training reach its first checkpoint (train.checkpoint_every), or press Save now.", code="no_checkpoints")
+    if step is None:
+        step = max(found)
+    elif step not in found:
+        raise UserError(f"The run has no checkpoint at step {step}.", hint=f"Available steps: {', '.join(map(str, sorted(found)))}.", code="unknown_step")
+    folder = found[step]
+    cfg = config.load(run_dir / "config.toml", check=False)
+    state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    return cfg, state, load_file(str(folder / "lora.safetensors")), step
+
+
+def export_run(run_dir: Path, step: int | None = None, out: Path | None = None, *, reference=None) -> ExportResult:
+    """Export a checkpoint (the newest by default) and verify the file against `reference`
+    (kohya name -> shapes, see verify.reference_modules) or else the run's base model."""
+    from lora_studio.engine.export import verify
+
+    cfg, state, lora, step = _load_run(Path(run_dir), step)
+    out = Path(out) if out is not None else default_out(Path(run_dir), cfg, state)
+    if out.suffix != ".safetensors":
+        raise UserError(f"{out} does not end in .safetensors.", hint="UIs only list .safetensors LoRA files; name it <name>.safetensors.", code="bad_output")
+    preview_src = newest_sample(Path(run_dir), step)
+    write_kohya(lora, state, cfg, out, preview_src=preview_src)
+    notes: list[str] = []
+    if reference is not None:
+        against = "the given reference model"
+    else:
+        reference, against, notes = verify.reference_for_run(state)
+    problems = verify.verify_file(out, reference)
+    return ExportResult(out, step, not problems, problems, preview_path(out) if preview_src else None, against, notes)
+
+
+def export_command(run_dir: Path, *, step: int | None = None, out: Path | None = None) -> int:
+    """`lora-studio export RUN_DIR [--step N] [--out FILE]`: 0 when the file is written and verified."""
+    result = export_run(Path(run_dir), step, out)
+    print(result.path)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if result.verified:
+        print(f"verified: step {result.step}, every key places on a module of {result.checked_against} with the right shape")
+        return 0
+    print(f"NOT verified: step {result.step}, checked against {result.checked_against}:")
+    for p in result.problems:
+        print(f"  - {p}")
+    return 1

@@ -1,0 +1,190 @@
+"""What each training step sees: a deterministic plan of bucketed batches, and cached encodings.
+
+The batch order is a pure function of (seed, micro-batch index): epoch e shuffles with its own seeded RNG,
+so a resumed run needs only the step number to continue exactly where it stopped, on one process or
+several (process r of W takes every W-th micro-batch).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import ImageOps
+
+from lora_studio.core import buckets as bucketing
+from lora_studio.core.captions import process_caption
+from lora_studio.core.config import Config
+from lora_studio.core.dataset import ImageItem
+from lora_studio.core.images import load_rgb
+from lora_studio.engine.training.cache import DiskCache, file_digest, make_key, model_identity
+
+
+@dataclass(frozen=True)
+class Slot:
+    item: int  # index into the item list
+    epoch: int
+    key: int  # a per-sample seed for augmentations
+
+
+class BatchPlan:
+    def __init__(self, items: list[ImageItem], cfg: Config, world_size: int = 1):
+        t = cfg.train
+        self.items, self.cfg, self.world_size = items, cfg, world_size
+        self.buckets = bucketing.buckets_for(cfg)
+        self.bucket_of = [bucketing.nearest_bucket(it.width, it.height, self.buckets) for it in items]
+        self.samples_per_epoch = sum(it.repeats for it in items)
+        # The count core/budget shows and derives train.epochs' steps from; _epoch cuts exactly this many.
+        self.batches_per_epoch = bucketing.batch_count(bucketing.bucket_counts(items, self.buckets).values(), t.batch_size)
+        self.micro_per_step = world_size * t.gradient_accumulation
+
+    def _epoch(self, epoch: int) -> list[list[int]]:
+        # Kohya-style: each image `repeats` times, grouped by bucket, shuffled within the bucket, cut
+        # into batches (a short last batch per bucket is kept), then the batches shuffled.
+        rng = random.Random(self.cfg.train.seed * 1_000_003 + epoch)
+        by_bucket: dict[tuple[int, int], list[int]] = {}
+        for i, (it, b) in enumerate(zip(self.items, self.bucket_of)):
+            by_bucket.setdefault(b, []).extend([i] * it.repeats)
+        batches = []
+        bs = self.cfg.train.batch_size
+        for b in sorted(by_bucket):
+            members = by_bucket[b]
+            rng.shuffle(members)
+            batches += [members[k : k + bs] for k in range(0, len(members), bs)]
+        rng.shuffle(batches)
+        return batches
+
+    def epoch_of_step(self, step: int) -> int:
+        """1-based epoch of an optimizer step (kohya and the UIs count epochs from 1)."""
+        return (step * self.micro_per_step) // max(self.batches_per_epoch, 1) + 1
+
+    def micro_batches(self, step: int, rank: int) -> list[list[Slot]]:
+        """The micro-batches process `rank` trains on for optimizer step `step` (0-based)."""
+        out = []
+        cache: dict[int, list[list[int]]] = {}
+        for j in range(self.cfg.train.gradient_accumulation):
+            gi = step * self.micro_per_step + j * self.world_size + rank
+            epoch, pos = divmod(gi, self.batches_per_epoch)
+            if epoch not in cache:
+                cache[epoch] = self._epoch(epoch)
+            batch = cache[epoch][pos]
+            out.append([Slot(i, epoch, hash((self.cfg.train.seed, gi, k)) & 0x7FFFFFFF) for k, i in enumerate(batch)])
+        return out
+
+
+def to_tensor(img) -> torch.Tensor:
+    arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def load_for_training(item: ImageItem, bucket, *, flip: bool, random_crop: bool, rng: random.Random):
+    """(pixels [3,H,W] in [-1,1], original (h, w), crop top-left (top, left)) for one image."""
+    img = load_rgb(item.path)
+    original = (img.height, img.width)
+    img, crop = bucketing.resize_and_crop(img, bucket, random_crop=random_crop, rng=rng)
+    if flip:
+        img = ImageOps.mirror(img)
+    return to_tensor(img), original, crop
+
+
+class Encodings:
+    """Latents (and text embeddings) computed once per image, flipped copies too when flip is on."""
+
+    def __init__(self, trainer, plan: BatchPlan, disk: DiskCache | None = None):
+        self.trainer, self.plan, self.cfg = trainer, plan, plan.cfg
+        self.disk = disk or DiskCache(None)
+        m = self.cfg.model
+        self._identity = model_identity(m.base, m.vae) if self.disk.root else ""
+        d = self.cfg.dataset
+        self.latents_cached = self.cfg.train.cache_latents and not d.random_crop
+        # Shuffled tags or caption dropout change the text every epoch: then it cannot be cached.
+        self.text_cached = (
+            self.cfg.train.cache_text_encoder and not trainer.train_te and not d.shuffle_tags and d.caption_dropout == 0
+        )
+        self._latents: dict[tuple[int, bool], tuple[torch.Tensor, tuple, tuple]] = {}
+        self._text: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    def cache(self, progress=lambda done, total: None) -> None:
+        flips = (False, True) if self.cfg.dataset.flip else (False,)
+        total = len(self.plan.items) * (len(flips) if self.latents_cached else 0) + (len(self.plan.items) if self.text_cached else 0)
+        done = 0
+        for i, item in enumerate(self.plan.items):
+            if self.latents_cached:
+                digest = file_digest(item.path)
+                for flip in flips:
+                    self._latents[(i, flip)] = self._latent(item, digest, self.plan.bucket_of[i], flip)
+                    done += 1
+                    progress(done, total)
+            if self.text_cached:
+                self._text[i] = self._embedding(item.caption)
+                done += 1
+                progress(done, total)
+
+    def _latent(self, item: ImageItem, digest: str, bucket, flip: bool):
+        # The latent is a sample of the VAE's distribution, drawn with a seed from the image's content
+        # (not its position in the list), so adding an image does not change the others' latents.
+        seed = (int(digest[:12], 16) + self.cfg.train.seed * 2 + flip) % (2**63)
+        key = make_key("latent", digest, bucket, flip, seed, self._identity)
+        # A latent encoded in tiles (the VAE ran out of memory) is kept under its own key, so a later run
+        # with room for the whole image encodes it whole; a whole one is always preferred when cached.
+        tiled_key = make_key("latent-tiled", digest, bucket, flip, seed, self._identity)
+        for k in (key, tiled_key) if self.trainer.vae_tiled else (key,):
+            hit = self.disk.get("latents", k)
+            if hit is not None:
+                return hit["latent"], tuple(hit["original"].tolist()), tuple(hit["crop"].tolist())
+        px, orig, crop = load_for_training(item, bucket, flip=flip, random_crop=False, rng=random.Random(0))
+        latent = self.trainer.encode_latents(px[None], torch.Generator().manual_seed(seed))[0]
+        self.disk.put("latents", tiled_key if self.trainer.vae_tiled else key,
+                      {"latent": latent, "original": torch.tensor(orig), "crop": torch.tensor(crop)})
+        return latent, orig, crop
+
+    def _embedding(self, caption: str):
+        m = self.trainer.models
+        key = make_key("text", caption, m.kind, self.cfg.model.clip_skip, self._identity)
+        hit = self.disk.get("text", key)
+        if hit is not None:
+            return hit["embeds"], hit.get("pooled")
+        with torch.no_grad():
+            embeds, pooled = self.trainer.encode_text([caption])
+        embeds, pooled = embeds[0].cpu(), None if pooled is None else pooled[0].cpu()
+        self.disk.put("text", key, {"embeds": embeds, **({"pooled": pooled} if pooled is not None else {})})
+        return embeds, pooled
+
+    def batch(self, slots: list[Slot]) -> dict:
+        d = self.cfg.dataset
+        latents, captions, origs, crops = [], [], [], []
+        target = None
+        for s in slots:
+            rng = random.Random(s.key)
+            flip = d.flip and rng.random() < 0.5
+            item = self.plan.items[s.item]
+            bucket = self.plan.bucket_of[s.item]
+            if self.latents_cached:
+                lat, orig, crop = self._latents[(s.item, flip)]
+            else:
+                px, orig, crop = load_for_training(item, bucket, flip=flip, random_crop=d.random_crop, rng=rng)
+                g = torch.Generator().manual_seed(s.key)
+                lat = self.trainer.encode_latents(px[None], g)[0]
+            latents.append(lat)
+            origs.append(orig)
+            crops.append(crop)
+            target = (bucket[1], bucket[0])
+            captions.append(process_caption(item.caption, shuffle_tags=d.shuffle_tags, keep_tokens=d.keep_tokens, dropout=d.caption_dropout, rng=rng))
+        batch = {"latents": torch.stack(latents), "captions": captions}
+        if self.trainer.models.kind == "sdxl":
+            from lora_studio.engine.training.conditioning import sdxl_time_ids
+
+            batch["time_ids"] = sdxl_time_ids(origs, crops, target)
+        if self.text_cached:
+            batch["prompt_embeds"] = torch.stack([self._text[s.item][0] for s in slots])
+            if self._text[slots[0].item][1] is not None:
+                batch["pooled"] = torch.stack([self._text[s.item][1] for s in slots])
+        elif not self.trainer.train_te:
+            with torch.no_grad():
+                embeds, pooled = self.trainer.encode_text(captions)
+            batch["prompt_embeds"] = embeds
+            if pooled is not None:
+                batch["pooled"] = pooled
+        return batch

@@ -1,0 +1,3 @@
+"""The Dataset tab: the images as a Qt list model with lazy thumbnails (`model`), the grid and getting images
+in (`view`, `widgets`), the caption editor and its undoable writes (`caption_editor`), edits over the whole
+dataset (`bulk_actions`) and the doctor's findings with their fixes (`health_panel`)."""

@@ -1,0 +1,260 @@
+"""Dataset health: the doctor's findings in plain words, each with its one-click fix.
+
+The check decodes every image, so it runs on a pool thread with a progress bar; a newer check (or a
+closed project) makes an older one stop at its next image. Fixes go through the undo stack: leaving an
+image out is a `dataset.exclude` entry, and caption fixes keep the previous file for undo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QSize, Qt, Signal
+from PySide6.QtGui import QUndoStack
+from PySide6.QtWidgets import (
+    QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar, QPushButton, QSizePolicy, QVBoxLayout, QWidget,
+)
+
+from lora_studio.core.captions import read_caption
+from lora_studio.core.dataset import caption_path_for, dataset_root, is_excluded, normalize_rel
+from lora_studio.core.doctor import Finding, apply_fix, check_dataset
+from lora_studio.core.errors import UserError
+from lora_studio.core.tokens import MAX_CAPTION_TOKENS, count_tokens
+from lora_studio.gui.dataset.bulk_actions import BulkActions
+from lora_studio.gui.dataset.caption_editor import CaptionChange, CaptionWriter, SetCaptionsCommand, read_bytes
+from lora_studio.gui.store import ConfigStore
+from lora_studio.gui.tasks import run_in_background
+
+FIX_LABELS = {"exclude": "Leave out", "write_default_caption": "Write default caption", "trim_caption": "Trim to fit"}
+SEVERITY = {"unreadable": "error", "duplicate": "warn", "too_small": "warn", "long_caption": "warn",
+            "missing_caption": "warn", "empty_caption": "warn", "odd_mode": "info"}
+SEVERITY_ORDER = {"error": 0, "warn": 1, "info": 2}
+KIND_ORDER = {k: i for i, k in enumerate(("unreadable", "duplicate", "too_small", "long_caption", "empty_caption", "missing_caption", "odd_mode"))}
+MAX_ROWS = 300  # beyond this the list is noise; the summary still counts everything
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class _Progress(QObject):
+    step = Signal(int, int)
+
+
+class HealthPanel(QWidget):
+    image_activated = Signal(object)  # the Path of the image a finding is about
+    checked = Signal(list)  # the findings of a finished check
+
+    def __init__(self, store: ConfigStore, undo_stack: QUndoStack, writer: CaptionWriter, bulk: BulkActions,
+                 parent: QWidget | None = None):
+        super().__init__(parent)
+        self.store, self.undo_stack, self.writer, self.bulk = store, undo_stack, writer, bulk
+        self.findings: list[Finding] = []
+        self._cancel = threading.Event()
+        self._progress = _Progress(self)
+        self._progress.step.connect(self._on_progress)
+
+        title = QLabel("Dataset health")
+        title.setObjectName("heading")
+        self.summary = QLabel("Not checked yet.")
+        self.summary.setWordWrap(True)
+        self.check_button = QPushButton("Check again")
+        self.check_button.setToolTip("Open every image and caption and look for problems that would spoil training")
+        self.check_button.clicked.connect(self.check)
+        self.bar = QProgressBar()
+        self.bar.setTextVisible(False)
+        self.bar.setMaximumHeight(6)
+        self.bar.hide()
+        self.list = QListWidget()
+        self.list.setObjectName("findings")
+        self.list.setVerticalScrollMode(QListWidget.ScrollMode.ScrollPerPixel)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # rows wrap instead
+        self.list.setSelectionMode(QListWidget.SelectionMode.SingleSelection)
+        self.list.itemActivated.connect(self._activated)
+        self.list.itemClicked.connect(self._activated)
+
+        head = QHBoxLayout()
+        head.addWidget(title)
+        head.addStretch(1)
+        head.addWidget(self.check_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(head)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.bar)
+        layout.addWidget(self.list, 1)
+        store.changed.connect(self._config_changed)
+
+    # --- checking --------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        self.cancel()
+        self._cancel = cancel = threading.Event()
+        dataset = dataclasses.replace(self.store.config.dataset, exclude=list(self.store.config.dataset.exclude))
+        resolution = self.store.config.train.resolution
+        emit = self._progress.step.emit
+
+        def progress(done: int, total: int) -> None:
+            if cancel.is_set():
+                raise _Cancelled
+            emit(done, total)
+
+        def work() -> list[Finding]:
+            return check_dataset(dataset, resolution, progress=progress)
+
+        self.bar.setRange(0, 0)
+        self.bar.show()
+        self.summary.setText("Checking every image…")
+        self.check_button.setEnabled(False)
+        run_in_background(work, lambda f: self._done(cancel, f), lambda e: self._failed(cancel, e), owner=self)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def _on_progress(self, done: int, total: int) -> None:
+        self.bar.setRange(0, total)
+        self.bar.setValue(done)
+        self.summary.setText(f"Checking image {done:,} of {total:,}…")
+
+    def _done(self, cancel: threading.Event, findings: list[Finding]) -> None:
+        if cancel is not self._cancel:
+            return  # a newer check is on its way
+        self._finish()
+        # What stops training first, then what spoils it, then notes; scan order within each kind.
+        self.findings = sorted(findings, key=lambda f: (SEVERITY_ORDER[SEVERITY.get(f.kind, "warn")], KIND_ORDER.get(f.kind, 99)))
+        self._show()
+        self.checked.emit(findings)
+
+    def _failed(self, cancel: threading.Event, error: Exception) -> None:
+        if cancel is not self._cancel or isinstance(error, _Cancelled):
+            return
+        self._finish()
+        self.findings = []
+        self.list.clear()
+        self.summary.setText(error.message if isinstance(error, UserError) else f"The check failed: {error}")
+
+    def _finish(self) -> None:
+        self.bar.hide()
+        self.check_button.setEnabled(True)
+
+    def clear(self, message: str = "Not checked yet.") -> None:
+        self.cancel()
+        self._finish()
+        self.findings = []
+        self.list.clear()
+        self.summary.setText(message)
+
+    # --- showing ---------------------------------------------------------------------------------
+
+    def _visible(self) -> list[Finding]:
+        # A finding about an image left out since the check is already dealt with.
+        exclude = {normalize_rel(e) for e in self.store.config.dataset.exclude}
+        try:
+            root = dataset_root(self.store.config.dataset)
+        except UserError:
+            return []
+        out = []
+        for f in self.findings:
+            try:
+                rel = Path(f.path).resolve().relative_to(root).as_posix()
+            except ValueError:
+                continue
+            if not is_excluded(rel, exclude):
+                out.append(f)
+        return out
+
+    def _show(self) -> None:
+        self.list.clear()
+        visible = self._visible()
+        problems = [f for f in visible if SEVERITY.get(f.kind) != "info"]
+        if not visible:
+            self.summary.setText("Everything looks good: every image opens and has a caption that fits.")
+        elif not problems:
+            self.summary.setText("Everything trains. A few images are converted automatically (see below).")
+        else:
+            n = len(problems)
+            self.summary.setText(f"{n} thing{'s' if n != 1 else ''} to look at before training. Click one to see its image.")
+        for finding in visible[:MAX_ROWS]:
+            self._add_row(finding)
+        if len(visible) > MAX_ROWS:
+            self.list.addItem(f"…and {len(visible) - MAX_ROWS:,} more.")
+
+    def _add_row(self, finding: Finding) -> None:
+        item = QListWidgetItem()
+        item.setData(Qt.ItemDataRole.UserRole, finding)
+        row = QWidget()
+        row.setObjectName("findingRow")
+        dot = QLabel("●")
+        dot.setObjectName(f"sev_{SEVERITY.get(finding.kind, 'warn')}")
+        dot.setAlignment(Qt.AlignmentFlag.AlignTop)
+        text = QLabel(finding.message)
+        text.setWordWrap(True)
+        text.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        layout = QHBoxLayout(row)
+        layout.setContentsMargins(6, 4, 6, 4)
+        layout.addWidget(dot)
+        layout.addWidget(text, 1)
+        if finding.fix:
+            button = QPushButton(FIX_LABELS.get(finding.fix, "Fix"))
+            button.setObjectName("fixButton")
+            button.clicked.connect(lambda _=False, f=finding: self.fix(f))
+            layout.addWidget(button, 0, Qt.AlignmentFlag.AlignTop)
+        self.list.addItem(item)
+        self.list.setItemWidget(item, row)
+        self._fit_row(item)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        for i in range(self.list.count()):
+            self._fit_row(self.list.item(i))
+
+    def _fit_row(self, item: QListWidgetItem) -> None:
+        # Wrapped text changes height with the width: the row must be told its height for this width.
+        w = self.list.itemWidget(item)
+        if w is None:
+            return
+        width = max(100, self.list.viewport().width())
+        h = w.heightForWidth(width) if w.hasHeightForWidth() else w.sizeHint().height()
+        item.setSizeHint(QSize(width, max(h, w.minimumSizeHint().height())))
+
+    def _activated(self, item: QListWidgetItem) -> None:
+        finding = item.data(Qt.ItemDataRole.UserRole)
+        if isinstance(finding, Finding):
+            self.image_activated.emit(Path(finding.path))
+
+    def caption_written(self, image: Path, caption: str | None) -> None:
+        """Drop the caption findings a new caption settled, without decoding everything again."""
+        if not caption:
+            return
+        fits = count_tokens(caption) <= MAX_CAPTION_TOKENS
+        settled = {"missing_caption", "empty_caption"} | ({"long_caption"} if fits else set())
+        kept = [f for f in self.findings if not (Path(f.path) == Path(image) and f.kind in settled)]
+        if len(kept) != len(self.findings):
+            self.findings = kept
+            self._show()
+
+    def _config_changed(self, key: str) -> None:
+        if key in ("", "dataset.exclude") and self.findings:
+            self._show()
+
+    # --- fixing ----------------------------------------------------------------------------------
+
+    def fix(self, finding: Finding) -> None:
+        dataset = self.store.config.dataset
+        try:
+            if finding.fix == "exclude":
+                rel = Path(finding.path).resolve().relative_to(dataset_root(dataset)).as_posix()
+                self.bulk.set_excluded([rel], True)
+            else:
+                caption_path = caption_path_for(Path(finding.path), dataset)
+                old = read_bytes(caption_path)
+                apply_fix(finding, dataset)  # writes the caption file (atomically)
+                change = CaptionChange(Path(finding.path), caption_path, old, read_caption(caption_path))
+                self.undo_stack.push(SetCaptionsCommand(self.writer, [change], f"Fix caption of {Path(finding.path).name}", already_done=True))
+        except UserError as e:
+            self.summary.setText(e.message)
+            return
+        self.findings = [f for f in self.findings if f is not finding]
+        self._show()
