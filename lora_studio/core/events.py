@@ -61,6 +61,29 @@ class Progress(Event):
 
 
 @dataclass(frozen=True)
+class Validation(Event):
+    """The loss on held-out images (dataset.validation_split), with fixed noise and timesteps, so values
+    at different steps are comparable (the training loss is not: every step draws new noise)."""
+
+    type: ClassVar[str] = "validation"
+    step: int
+    loss: float
+    images: int = 0
+
+
+@dataclass(frozen=True)
+class Ranking(Event):
+    """The checkpoint to keep (core/ranking.py): its step, one sentence why, and every checkpoint's
+    scores ({"step", "style", "prompts", "validation_loss"}); also written to the run's ranking.json."""
+
+    type: ClassVar[str] = "ranking"
+    step: int
+    sentence: str
+    scores: list[dict[str, Any]] = field(default_factory=list)
+    base_prompts: float = 0.0
+
+
+@dataclass(frozen=True)
 class Sample(Event):
     type: ClassVar[str] = "sample"
     step: int
@@ -161,7 +184,8 @@ class Finished(Event):
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.type: cls for cls in (Started, Status, Progress, Sample, CompareCell, Checkpoint, Exported, Warning, Error, Finished)
+    cls.type: cls
+    for cls in (Started, Status, Progress, Validation, Ranking, Sample, CompareCell, Checkpoint, Exported, Warning, Error, Finished)
 }
 
 

@@ -1,0 +1,94 @@
+"""Score a run's checkpoints from pictures it already has, and recommend one (core/ranking.py decides).
+
+The pictures are the run's own samples (the same prompts and seeds at every sampled step; step 0 is the
+base model, since a LoRA starts at zero) or a comparison grid's cells at strength 1 with the trigger. For
+each step: the mean style score of its pictures (0 = the step-0 pictures' look, 1 = the training images')
+and its prompt score (the share the base model reads as their own prompt). Loading the base model and
+encoding a few dozen small pictures is all it costs: nothing is rendered again.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from lora_studio.core import events as ev
+from lora_studio.core.captions import remove_trigger
+from lora_studio.core.config import Config
+from lora_studio.core.dataset import scan
+from lora_studio.core.images import load_rgb
+from lora_studio.core.ranking import CheckpointScore, Recommendation, recommend
+from lora_studio.engine.evaluate import prompts as prompt_score
+from lora_studio.engine.evaluate import style
+
+_SAMPLE_NAME = re.compile(r"^step_(\d+)_p(\d+)_s(-?\d+)\.png$")
+MAX_DATA_IMAGES = 64  # the training set's look is a mean: 64 pictures pin it down
+
+
+def samples_by_step(samples_dir: Path) -> dict[int, list[tuple[Path, int]]]:
+    """{step: [(picture, prompt index)]} of a run's samples folder."""
+    found: dict[int, list[tuple[Path, int]]] = {}
+    if Path(samples_dir).is_dir():
+        for p in sorted(Path(samples_dir).iterdir()):
+            m = _SAMPLE_NAME.match(p.name)
+            if m:
+                found.setdefault(int(m.group(1)), []).append((p, int(m.group(2))))
+    return found
+
+
+def training_pictures(cfg: Config, limit: int = MAX_DATA_IMAGES) -> list[Image.Image]:
+    items = scan(cfg.dataset).items
+    step = max(1, len(items) // limit)
+    return [load_rgb(item.path) for item in items[::step][:limit]]
+
+
+def judge_prompts(prompts: list[str], trigger: str) -> list[str]:
+    # The base model does not know the trigger word: it would only add noise to every candidate alike.
+    return [remove_trigger(p, trigger) if trigger else p for p in prompts]
+
+
+def score_steps(models, cfg: Config, pictures: dict[int, list[tuple[Image.Image, int]]], prompts: list[str],
+                data: list[Image.Image], validation: dict[int, float] | None = None) -> Recommendation | None:
+    """Rank every step of `pictures` against its step 0 (the base model's pictures of the same prompts)."""
+    if 0 not in pictures or len(pictures) < 2:
+        return None
+    size = cfg.train.resolution
+    base = [img for img, _ in pictures[0]]
+    scale = style.style_scale(models.vae, base, data, size)
+    candidates = judge_prompts(prompts, cfg.output.trigger.strip())
+
+    def prompt_share(items) -> float:
+        errors = prompt_score.prompt_errors(models, [img for img, _ in items], candidates, size,
+                                            seed=cfg.sample.seed, clip_skip=cfg.model.clip_skip)
+        hits = prompt_score.followed(errors, [j for _, j in items])
+        return sum(hits) / len(hits)
+
+    base_prompts = prompt_share(pictures[0]) if len(candidates) > 1 else 1.0
+    scores = []
+    for step in sorted(s for s in pictures if s > 0):
+        items = pictures[step]
+        mean_style = sum(style.style_scores(models.vae, scale, [img for img, _ in items], size)) / len(items)
+        share = prompt_share(items) if len(candidates) > 1 else 1.0
+        scores.append(CheckpointScore(step, round(mean_style, 3), round(share, 3), (validation or {}).get(step)))
+    return recommend(scores, round(base_prompts, 3))
+
+
+def validation_losses(events_file: Path) -> dict[int, float]:
+    return {e.step: e.loss for e in ev.read_jsonl(events_file) if isinstance(e, ev.Validation)}
+
+
+def to_event(rec: Recommendation) -> ev.Ranking:
+    return ev.Ranking(rec.step, rec.sentence, [s.__dict__ for s in rec.scores], rec.base_prompts)
+
+
+@torch.no_grad()
+def rank_samples(models, cfg: Config, samples_dir: Path, steps: list[int], events_file: Path | None = None) -> Recommendation | None:
+    """Rank the steps in `steps` (those that can still be exported) by the run's own samples."""
+    by_step = samples_by_step(samples_dir)
+    wanted = {0, *steps}
+    pictures = {s: [(load_rgb(p), j) for p, j in items] for s, items in by_step.items() if s in wanted}
+    validation = validation_losses(events_file) if events_file else None
+    return score_steps(models, cfg, pictures, list(cfg.sample.prompts), training_pictures(cfg), validation)
