@@ -213,20 +213,7 @@ class Trainer:
                 # Noise offset (Guttenberg 2023): lets the model learn very dark / very bright images.
                 noise = noise + self.cfg.train.noise_offset * torch.randn((bsz, latents.shape[1], 1, 1), generator=g, device=self.device)
             t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (bsz,), generator=g, device=self.device)
-            noisy = self.noise_scheduler.add_noise(latents, noise, t)
-            if "prompt_embeds" in batch:
-                embeds = self._on_device(batch["prompt_embeds"])
-                pooled = batch.get("pooled")
-                pooled = self._on_device(pooled) if pooled is not None else None
-            else:
-                embeds, pooled = self.encode_text(batch["captions"])
-            extra = {}
-            if self.models.kind == "sdxl":
-                extra["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": self._on_device(batch["time_ids"])}
-            with acc.autocast():
-                pred = self.unet(noisy.to(self.compute_dtype), t, embeds.to(self.compute_dtype), **extra).sample
-            target = self.noise_scheduler.get_velocity(latents, noise, t) if self.models.prediction == "v" else noise
-            loss = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+            loss = self.prediction_loss(batch, noise, t, latents=latents)
             if self.cfg.train.min_snr_gamma:
                 loss = loss * self._min_snr_weights(t)
             loss = loss.mean()
@@ -238,6 +225,26 @@ class Trainer:
                 self.lr_scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
+
+    def prediction_loss(self, batch: dict, noise: torch.Tensor, t: torch.Tensor, *, latents: torch.Tensor | None = None) -> torch.Tensor:
+        """The per-image loss [B] of a cached batch noised with `noise` at timesteps `t`: the step's forward
+        pass, shared with the validation loss (which fixes noise and timesteps so steps compare)."""
+        if latents is None:
+            latents = self._on_device(batch["latents"])
+        noisy = self.noise_scheduler.add_noise(latents, noise, t)
+        if "prompt_embeds" in batch:
+            embeds = self._on_device(batch["prompt_embeds"])
+            pooled = batch.get("pooled")
+            pooled = self._on_device(pooled) if pooled is not None else None
+        else:
+            embeds, pooled = self.encode_text(batch["captions"])
+        extra = {}
+        if self.models.kind == "sdxl":
+            extra["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": self._on_device(batch["time_ids"])}
+        with self.accelerator.autocast():
+            pred = self.unet(noisy.to(self.compute_dtype), t, embeds.to(self.compute_dtype), **extra).sample
+        target = self.noise_scheduler.get_velocity(latents, noise, t) if self.models.prediction == "v" else noise
+        return F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
 
     def _on_device(self, tensor: torch.Tensor) -> torch.Tensor:
         """A cached batch tensor onto the GPU without stopping the host. A copy from ordinary (pageable) memory
