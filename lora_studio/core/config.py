@@ -22,6 +22,7 @@ import tomli_w
 
 from lora_studio.core.atomic import atomic_write_text
 from lora_studio.core.errors import ConfigError, Problem
+from lora_studio.core.model_kinds import KINDS
 
 SCHEMA_VERSION = 1
 
@@ -138,7 +139,7 @@ class Config:
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model.kind": ("auto", "sd1", "sd2", "sdxl"),
+    "model.kind": ("auto", *KINDS),
     "model.prediction": ("auto", "epsilon", "v"),
     "network.targets": ("attention", "attention+ff"),
     "train.lr_scheduler": ("constant", "cosine", "linear"),

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lora_studio.core.model_kinds import KINDS
+
 GB = 1_000_000_000
 MiB = 1 << 20
 
@@ -84,7 +86,6 @@ ARCHS: dict[str, Arch] = {
         saved=478_046, saved_ckpt=32_537, transient=4_339, transient_ckpt=11_606, fp8_upcast_ckpt=0.029,
     ),
 }
-KINDS = tuple(ARCHS)
 BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
 # fp32 compute ("no" mixed precision) over 16-bit compute (calibrated on SD1.5 at 512 px): (saved, transient),
 # without and with gradient checkpointing. Not 2.0: under CUDA autocast the norms already run in fp32.

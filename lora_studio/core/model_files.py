@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_studio.core.fit import ARCHS
+from lora_studio.core.model_kinds import LABELS
 
 MAX_HEADER_BYTES = 100_000_000
 LDM_UNET_PREFIX = "model.diffusion_model."
@@ -120,9 +121,8 @@ def nonstandard_size(cfg: Any) -> str | None:
     standard = ARCHS[kind].unet
     if count is None or abs(count - standard) <= STANDARD_SIZE_TOLERANCE * standard:
         return None
-    name = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL"}[kind]
     return (f"this base model's UNet has {_millions(count)} parameters, not the {_millions(standard)} of a standard "
-            f"{name} UNet, so the estimate (made for the standard sizes) does not apply; it needs "
+            f"{LABELS[kind]} UNet, so the estimate (made for the standard sizes) does not apply; it needs "
             f"{'less' if count < standard else 'more'} memory")
 
 

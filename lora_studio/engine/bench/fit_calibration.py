@@ -61,7 +61,7 @@ def simulate_step_memory(kind: str, resolution: int, batch_size: int, rank: int 
     from diffusers import UNet2DConditionModel
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from lora_studio.engine.models.load import shipped_config
+    from lora_studio.core.model_kinds import shipped_config
     from lora_studio.engine.training import lora as lora_mod
 
     cfg_dir = shipped_config(kind)

@@ -43,6 +43,7 @@ def _cheap_init_(module: torch.nn.Module, seed: int) -> None:
 
 def build_models(kind: str, size: str, device: torch.device, dtype: torch.dtype, *, prediction: str = "epsilon", seed: int = 0):
     """A `Models` with seeded random weights: frozen UNet and text encoders in `dtype`, the VAE in fp32."""
+    from lora_studio.core.model_kinds import shipped_config
     from lora_studio.engine.models import load as models_mod
     from lora_studio.engine.models import tiny
 
@@ -57,7 +58,7 @@ def build_models(kind: str, size: str, device: torch.device, dtype: torch.dtype,
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-        cfg_dir = models_mod.shipped_config(kind, prediction)
+        cfg_dir = shipped_config(kind, prediction)
         with torch.device("meta"):
             unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(cfg_dir / "unet"))
             vae = AutoencoderKL.from_config(AutoencoderKL.load_config(cfg_dir / "vae"))

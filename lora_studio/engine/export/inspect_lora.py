@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from lora_studio.core.errors import UserError
+from lora_studio.core.model_kinds import NAMES
 from lora_studio.engine.export import kohya
 
 # The cross-attention key width is the text embedding width: InvokeAI tells bases apart this way.
 CONTEXT_WIDTHS = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
-KIND_LABELS = {"sd1": "Stable Diffusion 1.x", "sd2": "Stable Diffusion 2.x", "sdxl": "Stable Diffusion XL"}
 _PEFT = re.compile(r"^(?P<module>.+?)\.(?P<what>lora_A|lora_B|lora_magnitude_vector|lora_embedding_A|lora_embedding_B)(\.[^.]+)?(\.weight)?$")
 _KOHYA_PARTS = (("lora_unet_", "UNet"), ("lora_te1_", "TE1"), ("lora_te2_", "TE2"), ("lora_te_", "TE"))
 _PEFT_PARTS = (("unet.", "UNet"), ("transformer.", "UNet"), ("text_encoder_2.", "TE2"), ("text_encoder.", "TE"), ("te1.", "TE1"), ("te2.", "TE2"))
@@ -144,7 +144,7 @@ def inspect_file(path: str | Path, base: str | Path | None = None) -> dict[str, 
         "size_bytes": path.stat().st_size,
         "format": fmt,
         "architecture": kind,
-        "architecture_label": KIND_LABELS.get(kind, "unknown"),
+        "architecture_label": NAMES.get(kind, "unknown"),
         "architecture_source": source,
         "prediction": md.get("modelspec.prediction_type"),
         "ranks": sorted(ranks),

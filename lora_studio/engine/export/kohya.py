@@ -16,9 +16,10 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+from lora_studio.core.model_kinds import KINDS
+
 PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
 SUFFIXES = ("lora_down.weight", "lora_up.weight", "alpha")
-KINDS = ("sd1", "sd2", "sdxl")
 
 # CLIPTextModel's own children. transformers >= 5.6 keeps them at the top level (`encoder.layers.0…`);
 # every loader (and every older file) expects the `text_model.` path, so names are built from that.

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from lora_studio.core.model_kinds import KINDS, shipped_config
 from lora_studio.engine.export import kohya
 
 RANK = -1  # stands for the LoRA rank in reference shapes
@@ -85,14 +86,14 @@ def reference_for_base(base: str | Path, model_kind: str | None = None) -> Refer
 
     path = Path(base).expanduser()
     if path.is_dir() and (path / "model_index.json").is_file():
-        kind = model_kind if model_kind in kohya.KINDS else models.detect_folder_kind(path)
+        kind = model_kind if model_kind in KINDS else models.detect_folder_kind(path)
         return reference_modules(kind, *meta_from_folder(path, kind))
     if path.is_file() and path.suffix.lower() == ".safetensors":
         from lora_studio.engine.models import single_file
 
         kind = single_file.detect_file(path).kind
         sidecar = single_file.sidecar_config(path)
-        folder = sidecar if sidecar.is_dir() else models.shipped_config(kind)
+        folder = sidecar if sidecar.is_dir() else shipped_config(kind)
         return reference_modules(kind, *meta_from_folder(folder, kind))
     raise UserError(
         f"The base model {path} does not exist or is not a model LoRA Studio can read.",
@@ -103,8 +104,6 @@ def reference_for_base(base: str | Path, model_kind: str | None = None) -> Refer
 
 def reference_for_kind(kind: str) -> Reference:
     """The standard architecture of a kind (the shipped SD1.5 / SD2.1 / SDXL configs)."""
-    from lora_studio.engine.models.load import shipped_config
-
     return reference_modules(kind, *meta_from_folder(shipped_config(kind), kind))
 
 

@@ -21,13 +21,11 @@ import torch
 
 from lora_studio.core.config import ModelConfig
 from lora_studio.core.errors import UserError
+from lora_studio.core.model_kinds import LABELS, shipped_config
 from lora_studio.core.resources import resource
+from lora_studio.engine.models import single_file
 
-KINDS = ("sd1", "sd2", "sdxl")
-# The shipped config folders: SD2 has two, because the 768 v-model also upcasts attention to fp32.
-CONFIG_NAMES = ("sd1", "sd2", "sd2-v", "sdxl")
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
-KIND_LABELS = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL"}
 
 
 @dataclass
@@ -43,13 +41,6 @@ class Models:
     notes: list[str] = field(default_factory=list)  # what was decided and why, for a status event
     source: str = "folder"  # folder | file
     config_dir: Path | None = None  # where the architecture configs came from
-
-
-def shipped_config(kind: str, prediction: str = "epsilon") -> Path:
-    """The shipped diffusers config folder for an architecture (no weights, no tokenizer)."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}")
-    return resource("models", "sd2-v" if (kind == "sd2" and prediction == "v") else kind)
 
 
 def tokenizer_for(kind: str, *, second: bool = False):
@@ -93,7 +84,7 @@ def scheduler_config_for(config_dir: Path, prediction: str) -> dict[str, Any]:
 def _check_kind(cfg: ModelConfig, found: str, what: str) -> str:
     if cfg.kind not in ("auto", found):
         raise UserError(
-            f"model.kind is {cfg.kind}, but {what} holds an {KIND_LABELS[found]} model.",
+            f"model.kind is {cfg.kind}, but {what} holds an {LABELS[found]} model.",
             hint='Set model.kind = "auto" (or to the right kind) and start again.',
             code="wrong_model_kind",
         )
@@ -115,7 +106,7 @@ def _load_folder(path: Path, cfg: ModelConfig, dtype: torch.dtype) -> Models:
     found = _folder_prediction(path)
     prediction = cfg.prediction if cfg.prediction != "auto" else found
     how = "from the scheduler config" if cfg.prediction == "auto" else "from model.prediction"
-    notes = [f"{KIND_LABELS[kind]} diffusers folder {path.name}", f"{prediction} prediction ({how})"]
+    notes = [f"{LABELS[kind]} diffusers folder {path.name}", f"{prediction} prediction ({how})"]
 
     kw = dict(local_files_only=True)
     unet = _part(path, "unet", lambda: UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, **kw))
@@ -171,8 +162,6 @@ def _load_vae_override(models: Models, cfg: ModelConfig) -> None:
         sub = "vae" if (path / "vae" / "config.json").exists() else None
         vae = AutoencoderKL.from_pretrained(path, subfolder=sub, torch_dtype=torch.float32, local_files_only=True)
     else:
-        from lora_studio.engine.models import single_file
-
         state = single_file.read_state_dict(path)
         vae = single_file.load_vae(state, models.config_dir or shipped_config(models.kind), path.name)
     models.vae = vae.requires_grad_(False).eval()
@@ -201,8 +190,6 @@ def load_models(cfg: ModelConfig, dtype: torch.dtype = torch.float32, *, config_
                 hint="Point model.base at a .safetensors checkpoint (or a diffusers model folder).",
                 code="bad_model",
             )
-        from lora_studio.engine.models import single_file
-
         loaded = single_file.load_single_file(
             path, kind=cfg.kind, prediction=cfg.prediction, dtype=dtype,
             config_dir=Path(config_dir) if config_dir else None,

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from lora_studio.core.errors import UserError
+from lora_studio.core.model_kinds import ANY_LABEL, LABELS, shipped_config
 
 UNET_IN = "model.diffusion_model.input_blocks.0.0.weight"
 SD1_CLIP = "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight"
@@ -37,7 +38,6 @@ SD2_OPENCLIP = "cond_stage_model.model.positional_embedding"
 XL_CLIP = "conditioner.embedders.0.transformer.text_model.embeddings.position_embedding.weight"
 XL_OPENCLIP = "conditioner.embedders.1.model.positional_embedding"
 REFINER_OPENCLIP = "conditioner.embedders.0.model.positional_embedding"
-LABELS = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL base"}
 
 
 @dataclass
@@ -61,7 +61,7 @@ class Loaded:
 def _unsupported(name: str, found: str, hint: str = "") -> UserError:
     return UserError(
         f"{name} is {found}, which LoRA Studio cannot train on.",
-        hint=hint or "Choose an SD1.x, SD2.x or SDXL base checkpoint (.safetensors).",
+        hint=hint or f"Choose an {ANY_LABEL} base checkpoint (.safetensors).",
         code="unsupported_model",
     )
 
@@ -195,7 +195,8 @@ def detect(state: dict[str, torch.Tensor], name: str = "The file") -> Detected:
     context = _context_width(state)
     if context is not None and context != sum(widths):
         raise _unsupported(name, f"a model whose UNet cross-attention is {context} wide but whose text encoders give {sum(widths)}")
-    return Detected(kind, widths, f"{LABELS[kind]} single file: {desc}, cross-attention {context}")
+    base = " base" if kind == "sdxl" else ""  # not the refiner, which detect refuses above
+    return Detected(kind, widths, f"{LABELS[kind]}{base} single file: {desc}, cross-attention {context}")
 
 
 class _Shape:
@@ -374,14 +375,12 @@ def load_text_encoders(state: dict[str, torch.Tensor], detected: Detected, confi
 def load_single_file(path: Path, *, kind: str = "auto", prediction: str = "auto", dtype: torch.dtype = torch.float32,
                      config_dir: Path | None = None) -> Loaded:
     """Detect, decide and load every component of a single-file checkpoint (CPU, eval mode)."""
-    from lora_studio.engine.models.load import KIND_LABELS, shipped_config
-
     path = Path(path)
     state = read_state_dict(path)
     detected = detect(state, path.name)
     if kind not in ("auto", detected.kind):
         raise UserError(
-            f"model.kind is {kind}, but {path.name} holds an {KIND_LABELS[detected.kind]} model.",
+            f"model.kind is {kind}, but {path.name} holds an {LABELS[detected.kind]} model.",
             hint='Set model.kind = "auto" (or to the right kind) and start again.',
             code="wrong_model_kind",
         )

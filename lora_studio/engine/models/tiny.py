@@ -12,19 +12,13 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from lora_studio.core.resources import resource
+from lora_studio.core.model_kinds import KINDS
+from lora_studio.engine.models.load import tokenizer_for
 
-KINDS = ("sd1", "sd2", "sdxl")
 TINY_RESOLUTION = 64  # the VAE downsamples by 8: 8x8 latents
 SDXL_TE_WIDTHS = (32, 48)
-
-
-def tokenizer(kind: str = "sd1", *, second: bool = False) -> CLIPTokenizer:
-    # SD2 and SDXL's second encoder (OpenCLIP) pad with "!" (id 0) instead of the end token.
-    pad = {"pad_token": "!"} if (kind == "sd2" or second) else {}
-    return CLIPTokenizer.from_pretrained(str(resource("tokenizer")), model_max_length=77, **pad)
 
 
 def _text_config(width: int, *, layers: int = 2, act: str = "quick_gelu", projection: int | None = None) -> CLIPTextConfig:
@@ -110,12 +104,12 @@ def build(kind: str = "sd1", prediction: str = "epsilon", seed: int = 0) -> dict
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
     torch.manual_seed(seed)
-    parts = {"unet": unet(kind), "vae": vae(), "scheduler": scheduler(prediction), "tokenizer": tokenizer(kind)}
+    parts = {"unet": unet(kind), "vae": vae(), "scheduler": scheduler(prediction), "tokenizer": tokenizer_for(kind)}
     if kind == "sdxl":
         te1, te2 = SDXL_TE_WIDTHS
         parts["text_encoder"] = CLIPTextModel(_text_config(te1))
         parts["text_encoder_2"] = CLIPTextModelWithProjection(_text_config(te2, act="gelu"))
-        parts["tokenizer_2"] = tokenizer(kind, second=True)
+        parts["tokenizer_2"] = tokenizer_for(kind, second=True)
     else:
         parts["text_encoder"] = CLIPTextModel(_text_config(32, act="gelu" if kind == "sd2" else "quick_gelu"))
     return parts

@@ -11,7 +11,8 @@ from lora_studio.core.config import ModelConfig
 from lora_studio.core.errors import UserError
 from lora_studio.core.resources import resource
 from lora_studio.engine.models import ldm_convert, tiny
-from lora_studio.engine.models.load import CONFIG_NAMES, load_models, shipped_config, tokenizer_for
+from lora_studio.core.model_kinds import CONFIG_NAMES, shipped_config
+from lora_studio.engine.models.load import load_models, tokenizer_for
 
 
 def _count(module) -> int:
