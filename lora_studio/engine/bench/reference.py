@@ -12,7 +12,8 @@ sibling `train_text_to_image_lora_sdxl.py`, as of diffusers 0.2x-0.4x, with ever
   `accelerator.prepare(unet, optimizer, lr_scheduler)`;
 - every step: VAE-encode the pixels (`latent_dist.sample() * scaling_factor`), run the text
   encoder(s) on the token ids, `torch.randn_like` noise, uniform timesteps, `DDPMScheduler.add_noise`,
-  the ε or v target, UNet forward, `F.mse_loss(pred.float(), target.float())`, the script's two
+  the ε or v target, UNet forward, `F.mse_loss(pred.float(), target.float())` (Min-SNR weighted per
+  image with `--snr_gamma`, which `train.min_snr_gamma` stands for), the script's two
   read-backs of the loss (`avg_loss.item()` for `train_loss`, `loss.detach().item()` for the progress
   bar), `accelerator.backward`, `clip_grad_norm_`, `optimizer.step()`, `lr_scheduler.step()`,
   `optimizer.zero_grad()`.
@@ -30,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
+from diffusers.training_utils import compute_snr
 from peft import LoraConfig
 
 from lora_studio.core.config import Config
@@ -120,39 +122,68 @@ class ReferenceLoop:
                 for o, c in zip(batch["original_sizes"], batch["crop_top_lefts"])]
         return torch.cat(rows)
 
-    def train_step(self, batch: dict) -> float:
-        acc, unet, sched = self.accelerator, self.unet, self.noise_scheduler
-        unet.train()
-        with acc.accumulate(unet):
-            pixel_values = batch["pixel_values"]
-            if self.kind != "sdxl":
-                pixel_values = pixel_values.to(dtype=self.weight_dtype)
-            latents = self.vae.encode(pixel_values).latent_dist.sample()
-            latents = (latents * self.vae.config.scaling_factor).to(self.weight_dtype)
+    def encode_latents(self, batch: dict) -> torch.Tensor:
+        # The scripts' `vae.encode(pixel_values).latent_dist.sample() * scaling_factor`: a fresh sample of the
+        # latent distribution every step, from torch's global generator.
+        pixel_values = batch["pixel_values"]
+        if self.kind != "sdxl":
+            pixel_values = pixel_values.to(dtype=self.weight_dtype)
+        latents = self.vae.encode(pixel_values).latent_dist.sample()
+        return (latents * self.vae.config.scaling_factor).to(self.weight_dtype)
+
+    def loss(self, batch: dict, noise: torch.Tensor | None = None, timesteps: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss the scripts backpropagate. Noise and timesteps are drawn as the scripts draw them unless
+        given (tests give both sides the same ones to compare their losses and gradients)."""
+        sched = self.noise_scheduler
+        self.unet.train()
+        latents = self.encode_latents(batch)
+        bsz = latents.shape[0]
+        if noise is None:
             noise = torch.randn_like(latents)
             if self.cfg.train.noise_offset:
                 noise += self.cfg.train.noise_offset * torch.randn((latents.shape[0], latents.shape[1], 1, 1), device=latents.device)
-            bsz = latents.shape[0]
+        if timesteps is None:
             timesteps = torch.randint(0, sched.config.num_train_timesteps, (bsz,), device=latents.device).long()
-            noisy_latents = sched.add_noise(latents, noise, timesteps)
+        noisy_latents = sched.add_noise(latents, noise, timesteps)
 
-            extra = {}
-            if self.kind == "sdxl":
-                encoder_hidden_states, pooled = self._encode_prompt_sdxl(batch)
-                target_size = tuple(int(s) for s in batch["pixel_values"].shape[-2:])
-                extra["added_cond_kwargs"] = {"time_ids": self._time_ids(batch, target_size), "text_embeds": pooled}
-            else:
-                encoder_hidden_states = self.text_encoders[0](batch["input_ids"], return_dict=False)[0]
+        extra = {}
+        if self.kind == "sdxl":
+            encoder_hidden_states, pooled = self._encode_prompt_sdxl(batch)
+            target_size = tuple(int(s) for s in batch["pixel_values"].shape[-2:])
+            extra["added_cond_kwargs"] = {"time_ids": self._time_ids(batch, target_size), "text_embeds": pooled}
+        else:
+            encoder_hidden_states = self.text_encoders[0](batch["input_ids"], return_dict=False)[0]
 
-            if sched.config.prediction_type == "epsilon":
-                target = noise
-            elif sched.config.prediction_type == "v_prediction":
-                target = sched.get_velocity(latents, noise, timesteps)
-            else:
-                raise ValueError(f"Unknown prediction type {sched.config.prediction_type}")
+        if sched.config.prediction_type == "epsilon":
+            target = noise
+        elif sched.config.prediction_type == "v_prediction":
+            target = sched.get_velocity(latents, noise, timesteps)
+        else:
+            raise ValueError(f"Unknown prediction type {sched.config.prediction_type}")
 
-            model_pred = unet(noisy_latents, timesteps, encoder_hidden_states, **extra, return_dict=False)[0]
-            loss = F.mse_loss(model_pred.float(), target.float(), reduction="mean")
+        model_pred = self.unet(noisy_latents, timesteps, encoder_hidden_states, **extra, return_dict=False)[0]
+        return self._mse(model_pred, target, timesteps)
+
+    def _mse(self, model_pred: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        sched, gamma = self.noise_scheduler, self.cfg.train.min_snr_gamma
+        if not gamma:  # the scripts' `--snr_gamma` unset
+            return F.mse_loss(model_pred.float(), target.float(), reduction="mean")
+        # `--snr_gamma`: Min-SNR weights per image, min(SNR, γ) / SNR (ε) or / (SNR + 1) (v).
+        snr = compute_snr(sched, timesteps)
+        mse_loss_weights = torch.stack([snr, gamma * torch.ones_like(timesteps)], dim=1).min(dim=1)[0]
+        if sched.config.prediction_type == "epsilon":
+            mse_loss_weights = mse_loss_weights / snr
+        elif sched.config.prediction_type == "v_prediction":
+            mse_loss_weights = mse_loss_weights / (snr + 1)
+        loss = F.mse_loss(model_pred.float(), target.float(), reduction="none")
+        loss = loss.mean(dim=list(range(1, len(loss.shape)))) * mse_loss_weights
+        return loss.mean()
+
+    def train_step(self, batch: dict) -> float:
+        acc, unet = self.accelerator, self.unet
+        with acc.accumulate(unet):
+            bsz = batch["pixel_values"].shape[0]
+            loss = self.loss(batch)
 
             # "Gather the losses across all processes for logging": a host read-back every step.
             avg_loss = acc.gather(loss.repeat(bsz)).mean()

@@ -207,16 +207,8 @@ class Trainer:
         self.micro_step += 1
         with acc.accumulate(self.unet):
             latents = self._on_device(batch["latents"])
-            bsz = latents.shape[0]
-            noise = torch.randn(latents.shape, generator=g, device=self.device)
-            if self.cfg.train.noise_offset:
-                # Noise offset (Guttenberg 2023): lets the model learn very dark / very bright images.
-                noise = noise + self.cfg.train.noise_offset * torch.randn((bsz, latents.shape[1], 1, 1), generator=g, device=self.device)
-            t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (bsz,), generator=g, device=self.device)
-            loss = self.prediction_loss(batch, noise, t, latents=latents)
-            if self.cfg.train.min_snr_gamma:
-                loss = loss * self._min_snr_weights(t)
-            loss = loss.mean()
+            noise, t = self.draw_noise(latents.shape, g)
+            loss = self.loss(batch, noise, t, latents=latents)
             acc.backward(loss)
             if acc.sync_gradients and self.cfg.train.max_grad_norm:
                 acc.clip_grad_norm_(self.params, self.cfg.train.max_grad_norm)
@@ -225,6 +217,24 @@ class Trainer:
                 self.lr_scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
+
+    def draw_noise(self, shape: torch.Size, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(noise, timesteps) for latents of `shape`, drawn from `g` alone: the same seed gives the same step."""
+        bsz = shape[0]
+        noise = torch.randn(shape, generator=g, device=self.device)
+        if self.cfg.train.noise_offset:
+            # Noise offset (Guttenberg 2023): lets the model learn very dark / very bright images.
+            noise = noise + self.cfg.train.noise_offset * torch.randn((bsz, shape[1], 1, 1), generator=g, device=self.device)
+        t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (bsz,), generator=g, device=self.device)
+        return noise, t
+
+    def loss(self, batch: dict, noise: torch.Tensor, t: torch.Tensor, *, latents: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss the step backpropagates (min-SNR weighted if asked, batch mean), for given noise and
+        timesteps: the seam where tests compare it with the diffusers recipe's (bench/reference.py)."""
+        loss = self.prediction_loss(batch, noise, t, latents=latents)
+        if self.cfg.train.min_snr_gamma:
+            loss = loss * self._min_snr_weights(t)
+        return loss.mean()
 
     def prediction_loss(self, batch: dict, noise: torch.Tensor, t: torch.Tensor, *, latents: torch.Tensor | None = None) -> torch.Tensor:
         """The per-image loss [B] of a cached batch noised with `noise` at timesteps `t`: the step's forward
