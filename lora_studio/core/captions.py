@@ -11,14 +11,20 @@ import random
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from lora_studio.core.atomic import atomic_write_text
 from lora_studio.core.errors import UserError
 from lora_studio.core.tokens import count_tokens
 
-if TYPE_CHECKING:
-    from lora_studio.core.dataset import ImageItem
+
+
+class Captioned(Protocol):
+    """What the tag count reads of a dataset row (core/dataset's ImageItem; dataset imports this module,
+    so naming ImageItem here would make an import circle)."""
+
+    dataset_dir: str
+    caption: str
 
 
 class CaptionError(UserError):
@@ -89,7 +95,7 @@ def process_caption(caption: str, *, shuffle_tags: bool, keep_tokens: int, dropo
     return join_tags(head + tail)
 
 
-def tag_frequency(items: Iterable[ImageItem]) -> dict[str, dict[str, int]]:
+def tag_frequency(items: Iterable[Captioned]) -> dict[str, dict[str, int]]:
     """{dataset dir: {tag: images carrying it}}, kohya's ss_tag_frequency (A1111 shows it as the tag list)."""
     counts: dict[str, Counter[str]] = {}
     for item in items:
