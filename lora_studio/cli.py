@@ -1,6 +1,8 @@
 """`lora-studio`: no arguments (or a project folder) opens the app; subcommands run the engine headless.
 
-Imports are lazy so that opening the window never imports torch, and `--help` is instant.
+This module only parses the command line and hands it to the command that does the work (the engine's
+commands in lora_studio.engine, the app in lora_studio.gui). Imports are lazy so that opening the window
+never imports torch, and `--help` is instant.
 """
 
 from __future__ import annotations
@@ -76,11 +78,10 @@ def _run(args: argparse.Namespace) -> int:
 
         return train_command(args.config, resume=args.resume, dry_run=args.dry_run)
     if args.command == "export":
-        if args.events:
-            return _export_events(args)
-        from lora_studio.engine.export.export import export_command
+        from lora_studio.engine.export.export import export_command, export_events_command
 
-        return export_command(args.run_dir, step=args.step, out=args.out)
+        command = export_events_command if args.events else export_command
+        return command(args.run_dir, step=args.step, out=args.out)
     if args.command == "compare":
         from lora_studio.engine.compare import compare_command
 
@@ -122,24 +123,6 @@ def _numbers(text: str | None, kind):
         raise UserError(f"{text!r} is not a comma-separated list of numbers.", hint="Write it like 200,400,600 or 0.5,1.0.") from None
 
 
-def _export_events(args: argparse.Namespace) -> int:
-    """`export --events`: the result as protocol events on stdout, the way the app reads the engine."""
-    from lora_studio.core import events as ev
-
-    out, sys.stdout = sys.stdout, sys.stderr  # library prints must not corrupt the stream
-    try:
-        from lora_studio.engine.export.export import export_run
-
-        r = export_run(args.run_dir, args.step, args.out)
-        event: ev.Event = ev.Exported(str(r.path), r.step, r.verified, list(r.problems), str(r.preview or ""))
-    except UserError as e:
-        event = ev.Error(e.code, e.message, e.hint)
-    finally:
-        sys.stdout = out
-    print(event.to_json(), flush=True)
-    return 0 if isinstance(event, ev.Exported) else 1
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # `lora-studio MyStyle/` opens a project: a bare path is not a subcommand.
@@ -149,9 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except UserError as e:
-        print(f"error: {e.message}", file=sys.stderr)
-        if e.hint:
-            print(f"hint: {e.hint}", file=sys.stderr)
+        print(e.for_terminal(), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -26,6 +26,10 @@ class UserError(Exception):
         if code:
             self.code = code
 
+    def for_terminal(self) -> str:
+        """How a headless user reads it on stderr (the CLI keeps config keys in its words)."""
+        return f"error: {self.message}" + (f"\nhint: {self.hint}" if self.hint else "")
+
 
 class ConfigError(UserError):
     code = "bad_config"

@@ -198,3 +198,19 @@ def test_dry_run_counts_train_epochs_as_the_run_will(tiny_model_dir, dataset, tm
     steps = budget_for(cfg, scan(cfg.dataset)).steps
     assert steps != cfg.train.max_steps  # the epochs, not the default 1,500 steps
     assert "3 epochs" in done.stdout and f"{steps} steps" in done.stdout, done.stdout
+
+
+def test_the_engine_entry_is_lora_studio_train(tiny_model_dir, dataset, tmp_path):
+    # `python -m lora_studio.engine` (what `accelerate launch -m` runs) parses its own arguments rather than
+    # importing the CLI above it: the same arguments, the same help, the same result.
+    def both(*args):
+        return [subprocess.run([sys.executable, "-m", *entry, *args], capture_output=True, text=True, env=ENV, timeout=300)
+                for entry in (["lora_studio", "train"], ["lora_studio.engine"])]
+
+    cli, engine = both("--help")
+    assert cli.returncode == engine.returncode == 0 and engine.stdout == cli.stdout and "--dry-run" in cli.stdout
+    cli, engine = both()
+    assert cli.returncode == engine.returncode == 2 and engine.stderr == cli.stderr
+    config = write_config(tiny_config(tiny_model_dir, dataset, tmp_path / "run"), tmp_path / "run.toml")
+    cli, engine = both(str(config), "--dry-run")
+    assert cli.returncode == engine.returncode == 0 and engine.stdout == cli.stdout and "Settings are valid" in cli.stdout

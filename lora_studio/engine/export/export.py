@@ -199,3 +199,20 @@ def export_command(run_dir: Path, *, step: int | None = None, out: Path | None =
     for p in result.problems:
         print(f"  - {p}")
     return 1
+
+
+def export_events_command(run_dir: Path, *, step: int | None = None, out: Path | None = None) -> int:
+    """`lora-studio export … --events`: the result as one protocol event on stdout (`exported`, or `error`
+    for a mistake the artist can fix), the way the app reads the engine; 0 when a file was written."""
+    from lora_studio.core import events as ev
+
+    stream, sys.stdout = sys.stdout, sys.stderr  # library prints must not corrupt the stream
+    try:
+        r = export_run(Path(run_dir), step, out)
+        event: ev.Event = ev.Exported(str(r.path), r.step, r.verified, list(r.problems), str(r.preview or ""))
+    except UserError as e:
+        event = ev.Error(e.code, e.message, e.hint)
+    finally:
+        sys.stdout = stream
+    print(event.to_json(), flush=True)
+    return 0 if isinstance(event, ev.Exported) else 1

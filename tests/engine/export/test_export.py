@@ -252,6 +252,27 @@ def test_export_command_line(sd1_run, capsys):
     assert "100, 200" in capsys.readouterr().err
 
 
+def test_export_events_reports_the_result_as_one_event(sd1_run, tmp_path):
+    # What the app's Export dialog runs: nothing on stdout but the event, the file written where asked.
+    from lora_studio.core import events as ev
+
+    def export(*args):
+        return subprocess.run([sys.executable, "-m", "lora_studio", "export", str(sd1_run), *args, "--events"],
+                              capture_output=True, text=True, timeout=120)
+
+    out = tmp_path / "chosen.safetensors"
+    done = export("--step", "100", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    [line] = done.stdout.splitlines()
+    exported = ev.from_json(line)
+    assert isinstance(exported, ev.Exported) and exported.path == str(out) and out.is_file()
+    assert exported.step == 100 and exported.verified and exported.problems == []
+    wrong = export("--step", "7")
+    [line] = wrong.stdout.splitlines()
+    error = ev.from_json(line)
+    assert wrong.returncode == 1 and isinstance(error, ev.Error) and error.code == "unknown_step" and "100, 200" in error.hint
+
+
 def test_a_moved_base_model_is_checked_against_the_standard_architecture(tmp_path, capsys):
     import shutil
 
