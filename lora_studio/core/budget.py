@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lora_studio.core.buckets import Bucket, batch_count, bucket_counts, buckets_for
+from lora_studio.core.dataset import split_validation
 from lora_studio.core.errors import UserError
 
 if TYPE_CHECKING:
@@ -158,6 +159,10 @@ def budget_for(cfg: Config, scan_or_items: Any, world_size: int = 1) -> StepBudg
     """What a config trains on these images: train.epochs whole epochs when set (> 0), else train.max_steps."""
     t = cfg.train
     buckets = buckets_for(cfg)
+    if cfg.dataset.validation_split:
+        # Held-out images are not trained on: the budget counts what the engine's BatchPlan will batch.
+        items = list(getattr(scan_or_items, "items", scan_or_items))
+        scan_or_items = split_validation(items, cfg.dataset.validation_split, t.seed)[0]
     if t.epochs > 0:
         return budget_from_epochs(scan_or_items, t.epochs, t.batch_size, t.gradient_accumulation, buckets=buckets, world_size=world_size)
     return budget_from_steps(scan_or_items, t.max_steps, t.batch_size, t.gradient_accumulation, buckets=buckets, world_size=world_size)

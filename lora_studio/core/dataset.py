@@ -14,6 +14,7 @@ Layout rules (kohya-compatible, so an existing sd-scripts folder works unchanged
 from __future__ import annotations
 
 import os
+import random
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -204,6 +205,18 @@ def scan(cfg: DatasetConfig, *, verify: bool = False) -> ScanResult:
             )
         raise empty_dataset_error(root)
     return result
+
+
+def split_validation(items: list[ImageItem], split: float, seed: int) -> tuple[list[ImageItem], list[ImageItem]]:
+    """(trained on, held out): `split` of the images (a fraction < 1, or a count >= 1) held out for the
+    validation loss, chosen with the run's seed, so every run of a project holds out the same ones. At
+    least one image always trains."""
+    if split <= 0 or len(items) < 2:
+        return list(items), []
+    count = round(split * len(items)) if split < 1 else int(split)
+    count = max(1, min(count, len(items) - 1))
+    held = set(random.Random(seed).sample(range(len(items)), count))
+    return [it for i, it in enumerate(items) if i not in held], [it for i, it in enumerate(items) if i in held]
 
 
 def empty_dataset_error(root: Path) -> UserError:

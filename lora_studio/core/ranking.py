@@ -68,14 +68,21 @@ def recommend(scores: list[CheckpointScore], base_prompts: float) -> Recommendat
         else near[0]
     parts = [f"Step {best.step}: style {best.style:.2f}, prompts still followed ({best.prompts:.0%})"]
     later = [s for s in scores if s.step > best.step]
-    vals = [s.validation_loss for s in scores if s.validation_loss is not None]
     if any(s.step in overtrained for s in later):
         parts.append("later steps start to overfit (their pictures stop following the prompts)")
-    elif vals and best.validation_loss is not None and any(
-            s.validation_loss is not None and s.validation_loss > min(vals) * 1.02 for s in later):
+    elif _validation_rises_after(scores, best.step):
         parts.append("later steps start to overfit (validation loss rises)")
     elif later:
         parts.append("later steps add no style")
     if best.style < STYLE_ARRIVED:
         parts.append("the style has hardly arrived: train longer or raise the learning rate")
     return Recommendation(best.step, "; ".join(parts) + ".", base_prompts, scores, overtrained)
+
+
+def _validation_rises_after(scores: list[CheckpointScore], step: int) -> bool:
+    """The validation loss has a minimum and, after it and after `step`, rises more than 2 % above it."""
+    measured = [s for s in scores if s.validation_loss is not None]
+    if len(measured) < 2:
+        return False
+    low = min(measured, key=lambda s: s.validation_loss)
+    return any(s.step > max(low.step, step) and s.validation_loss > low.validation_loss * 1.02 for s in measured)

@@ -9,6 +9,8 @@ encoding a few dozen small pictures is all it costs: nothing is rendered again.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 from pathlib import Path
 
@@ -16,10 +18,11 @@ import torch
 from PIL import Image
 
 from lora_studio.core import events as ev
+from lora_studio.core.atomic import atomic_write_text
 from lora_studio.core.captions import remove_trigger
 from lora_studio.core.config import Config
 from lora_studio.core.dataset import scan
-from lora_studio.core.images import load_rgb
+from lora_studio.core.images import ImageError, load_rgb
 from lora_studio.core.ranking import CheckpointScore, Recommendation, recommend
 from lora_studio.engine.evaluate import prompts as prompt_score
 from lora_studio.engine.evaluate import style
@@ -41,8 +44,15 @@ def samples_by_step(samples_dir: Path) -> dict[int, list[tuple[Path, int]]]:
 
 def training_pictures(cfg: Config, limit: int = MAX_DATA_IMAGES) -> list[Image.Image]:
     items = scan(cfg.dataset).items
-    step = max(1, len(items) // limit)
-    return [load_rgb(item.path) for item in items[::step][:limit]]
+    pictures = []
+    for item in items[:: max(1, len(items) // limit)]:
+        try:
+            pictures.append(load_rgb(item.path))
+        except ImageError:
+            continue  # training skipped it too (and said so)
+        if len(pictures) == limit:
+            break
+    return pictures
 
 
 def judge_prompts(prompts: list[str], trigger: str) -> list[str]:
@@ -92,3 +102,38 @@ def rank_samples(models, cfg: Config, samples_dir: Path, steps: list[int], event
     pictures = {s: [(load_rgb(p), j) for p, j in items] for s, items in by_step.items() if s in wanted}
     validation = validation_losses(events_file) if events_file else None
     return score_steps(models, cfg, pictures, list(cfg.sample.prompts), training_pictures(cfg), validation)
+
+
+@contextlib.contextmanager
+def base_model(modules):
+    """The modules with every LoRA scale at 0 — exactly the base model — for the judge; restored after."""
+    from peft.tuners.lora import LoraLayer
+
+    layers = [layer for m in modules for layer in m.modules() if isinstance(layer, LoraLayer)]
+    try:
+        for layer in layers:
+            layer.scale_layer(0.0)  # scaling *= 0 for the active adapter; unscale_layer() restores alpha / r
+        yield
+    finally:
+        for layer in layers:
+            layer.unscale_layer()
+
+
+def rank_trained_run(trainer, cfg: Config, run_dir: Path, steps: list[int]) -> Recommendation | None:
+    """At the end of a run: rank its kept checkpoints by the samples it made, judged by the base model."""
+    m = trainer.models
+    with base_model([m.unet, *m.text_encoders]):
+        return rank_samples(m, cfg, Path(run_dir) / "samples", steps, Path(run_dir) / "events.jsonl")
+
+
+def save_ranking(run_dir: Path, rec: Recommendation) -> Path:
+    path = Path(run_dir) / "ranking.json"
+    atomic_write_text(path, json.dumps(rec.to_json(), indent=1))
+    return path
+
+
+def load_ranking(run_dir: Path) -> Recommendation | None:
+    try:
+        return Recommendation.from_json(json.loads((Path(run_dir) / "ranking.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -6,6 +6,7 @@ read at step boundaries, so the CLI, the app, the tests and multi-GPU all drive 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from lora_studio.core.dataset import scan
 from lora_studio.core.errors import UserError
 from lora_studio.engine.models.load import load_models
 from lora_studio.engine.out_of_memory import out_of_memory_where, release_cached_memory
-from lora_studio.engine.training import checkpoint, lora, sampling
+from lora_studio.engine.training import checkpoint, lora, sampling, validation
 from lora_studio.engine.training.cache import DiskCache, default_cache_dir
 from lora_studio.engine.training.data import BatchPlan, Encodings
 from lora_studio.engine.training.step import Trainer, resolve_precision
@@ -129,6 +130,10 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
             f"using the default caption {cfg.dataset.default_caption!r}.", code="missing_captions"))
 
     cfg = _length_in_steps(cfg, data.items, acc.num_processes, emit)
+    train_items, held = validation.held_out(cfg, data.items)
+    if held:
+        emit(ev.Status("loading", f"{len(held)} image{'s' if len(held) != 1 else ''} held out for the validation loss"))
+    data = dataclasses.replace(data, items=train_items)
 
     stop_requested()
     emit(ev.Status("loading", "Loading the base model"))
@@ -140,9 +145,9 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
     stop_requested()
     trainer = Trainer(models, cfg, acc)
     plan = BatchPlan(data.items, cfg, acc.num_processes)
+    validator = validation.Validator(trainer, held, cfg, DiskCache(default_cache_dir(run_dir))) if held and main else None
 
-    ckpts = checkpoint.list_checkpoints(run_dir)
-    saved = checkpoint.load(ckpts[-1][1]) if resume and ckpts else None
+    saved = checkpoint.resume_from(run_dir, emit) if resume else None  # the newest intact one
     if resume and saved is None:
         emit(ev.Warning("There is no checkpoint to resume from; starting from step 0.", code="nothing_to_resume"))
     start_step = saved[4]["step"] if saved else 0
@@ -160,6 +165,8 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
             emit(ev.Status("caching", f"Encoded {done} of {total}"))
 
     enc.cache(caching_progress)
+    if validator:
+        validator.cache()
     if trainer.vae_tiled:
         emit(ev.Warning(
             f"The {'GPU' if trainer.device.type == 'cuda' else 'computer'} ran out of memory encoding an image whole at "
@@ -185,17 +192,22 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
         "train_text_encoder": cfg.network.train_text_encoder, "optimizer": cfg.train.optimizer, "seed": cfg.train.seed,
         "mixed_precision": mixed, "clip_skip": cfg.model.clip_skip,
     }
-    loop = _Loop(cfg, trainer, enc, plan, run_dir, emit, info, acc)
-    if cfg.sample.prompts and start_step == 0:
-        loop.sample(0)
+    loop = _Loop(cfg, trainer, enc, plan, run_dir, emit, info, acc, validator)
+    loop.last_checkpoint = start_step  # what a NaN loss keeps, and what finish() need not save again
+    if start_step == 0:
+        loop.validate(0)
+        if cfg.sample.prompts:
+            loop.sample(0)
     status = loop.run(start_step, commands)
     return loop.finish(status)
 
 
 class _Loop:
-    def __init__(self, cfg, trainer, enc, plan, run_dir, emit, info, acc):
+    def __init__(self, cfg, trainer, enc, plan, run_dir, emit, info, acc, validator=None):
         self.cfg, self.trainer, self.enc, self.plan = cfg, trainer, enc, plan
         self.run_dir, self.emit, self.info, self.acc = run_dir, emit, info, acc
+        self.validator = validator
+        self.last_validation = -1
         self.step = 0
         self.last_checkpoint = 0
         self.last_sample = -1
@@ -236,6 +248,9 @@ class _Loop:
                 losses.clear()
                 window_start, window_steps = time.perf_counter(), 0
             every = cfg.sample.every
+            v_every = cfg.train.validate_every or every
+            if v_every and self.step % v_every == 0 and self.step < total:
+                self.validate(self.step)
             if cfg.sample.prompts and ((every and self.step % every == 0) or want_sample) and self.step < total:
                 self.sample(self.step)
                 window_start = time.perf_counter()
@@ -315,7 +330,16 @@ class _Loop:
         self.acc.wait_for_everyone()
         return path
 
+    def validate(self, step: int) -> None:
+        if self.validator is None:
+            return
+        self.last_validation = step
+        self.emit(ev.Status("sampling", f"Validation loss at step {step}"))
+        self.emit(ev.Validation(step, round(self.validator.loss(), 6), self.validator.images))
+
     def finish(self, status: str) -> ev.Finished:
+        if status == "completed" and self.last_validation != self.step:
+            self.validate(self.step)
         if self.cfg.sample.prompts and status == "completed" and self.last_sample != self.step:
             self.sample(self.step)  # the final result, and the export's preview
         if self.last_checkpoint != self.step or not checkpoint.list_checkpoints(self.run_dir):
@@ -323,10 +347,27 @@ class _Loop:
         export_path = ""
         if self.acc.is_main_process:
             export_path = self._export()
+            if self.cfg.sample.rank and status == "completed":
+                self._rank()
         self.acc.wait_for_everyone()
         finished = ev.Finished(status, self.step, export_path)
         self.emit(finished)
         return finished
+
+    def _rank(self) -> None:
+        from lora_studio.engine.evaluate.rank import rank_trained_run
+
+        self.emit(ev.Status("sampling", "Scoring the checkpoints (style, prompts, validation loss)"))
+        moved = self._to_device()
+        try:
+            rec = rank_trained_run(self.trainer, self.cfg, self.run_dir, [s for s, _ in checkpoint.list_checkpoints(self.run_dir)])
+        finally:
+            self._to_cpu(moved)
+        if rec is not None:
+            from lora_studio.engine.evaluate.rank import save_ranking, to_event
+
+            save_ranking(self.run_dir, rec)
+            self.emit(to_event(rec))
 
     def _export(self) -> str:
         from lora_studio.engine.export.export import export_run
