@@ -327,6 +327,8 @@ def load(path: str | Path, *, check: bool = True) -> Config:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError([Problem("config", f"file {path} does not exist; check the path or create it with the app.")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([Problem("config", f"file {path} is not UTF-8 text; re-save it as UTF-8 in your text editor.")]) from None
     except OSError as e:
         raise ConfigError([Problem("config", f"file {path} cannot be read ({e.strerror}); check its permissions.")]) from None
     try:

@@ -40,6 +40,7 @@ class ExportResult:
     preview: Path | None
     checked_against: str = ""  # what the file was verified against, in words
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. a newer checkpoint was damaged, so an older one was exported
 
 
 def to_kohya(lora: dict[str, torch.Tensor], model_kind: str, alpha: float, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -146,8 +147,8 @@ def default_out(run_dir: Path, cfg, state: dict) -> Path:
 
 
 def _load_run(run_dir: Path, step: int | None):
-    from safetensors.torch import load_file
-
+    """(run config, state, LoRA weights, step, warnings) of the checkpoint to export: `step`, or the newest
+    intact one (with a warning for each newer damaged one). A damaged `step` is refused: it says so."""
     from lora_studio.core import config
 
     run_dir = Path(run_dir)
@@ -156,14 +157,19 @@ def _load_run(run_dir: Path, step: int | None):
     found = dict(checkpoint.list_checkpoints(run_dir))
     if not found:
         raise UserError(f"The run {run_dir} has no checkpoints yet.", hint="Let training reach its first checkpoint (train.checkpoint_every), or press Save now.", code="no_checkpoints")
-    if step is None:
-        step = max(found)
-    elif step not in found:
+    if step is not None and step not in found:
         raise UserError(f"The run has no checkpoint at step {step}.", hint=f"Available steps: {', '.join(map(str, sorted(found)))}.", code="unknown_step")
-    folder = found[step]
     cfg = config.load(run_dir / "config.toml", check=False)
-    state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-    return cfg, state, load_file(str(folder / "lora.safetensors")), step
+    if step is not None:
+        try:
+            saved = checkpoint.load(found[step], weights_only=True)
+        except checkpoint.DamagedCheckpoint as e:
+            others = ", ".join(str(s) for s in sorted(found) if s != step) or "none"
+            raise UserError(f"The checkpoint at step {step} cannot be exported because it is damaged: {e.reason}.",
+                            hint=f"Export another step (the run has {others}).", code="damaged_checkpoint") from None
+        return cfg, saved.state, saved.lora, step, []
+    intact = checkpoint.newest_intact(run_dir, weights_only=True)
+    return cfg, intact.saved.state, intact.saved.lora, intact.step, intact.fallback_warnings("the export is of")
 
 
 def export_run(run_dir: Path, step: int | None = None, out: Path | None = None, *, reference=None) -> ExportResult:
@@ -171,7 +177,7 @@ def export_run(run_dir: Path, step: int | None = None, out: Path | None = None, 
     (kohya name -> shapes, see verify.reference_modules) or else the run's base model."""
     from lora_studio.engine.export import verify
 
-    cfg, state, lora, step = _load_run(Path(run_dir), step)
+    cfg, state, lora, step, warnings = _load_run(Path(run_dir), step)
     out = Path(out) if out is not None else default_out(Path(run_dir), cfg, state)
     if out.suffix != ".safetensors":
         raise UserError(f"{out} does not end in .safetensors.", hint="UIs only list .safetensors LoRA files; name it <name>.safetensors.", code="bad_output")
@@ -183,13 +189,15 @@ def export_run(run_dir: Path, step: int | None = None, out: Path | None = None, 
     else:
         reference, against, notes = verify.reference_for_run(state)
     problems = verify.verify_file(out, reference)
-    return ExportResult(out, step, not problems, problems, preview_path(out) if preview_src else None, against, notes)
+    return ExportResult(out, step, not problems, problems, preview_path(out) if preview_src else None, against, notes, warnings)
 
 
 def export_command(run_dir: Path, *, step: int | None = None, out: Path | None = None) -> int:
     """`lora-studio export RUN_DIR [--step N] [--out FILE]`: 0 when the file is written and verified."""
     result = export_run(Path(run_dir), step, out)
     print(result.path)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     if result.verified:
@@ -209,6 +217,8 @@ def export_events_command(run_dir: Path, *, step: int | None = None, out: Path |
     stream, sys.stdout = sys.stdout, sys.stderr  # library prints must not corrupt the stream
     try:
         r = export_run(Path(run_dir), step, out)
+        for warning in r.warnings:  # an older checkpoint was exported because a newer one is damaged
+            print(ev.Warning(warning, code="damaged_checkpoint").to_json(), file=stream, flush=True)
         event: ev.Event = ev.Exported(str(r.path), r.step, r.verified, list(r.problems), str(r.preview or ""))
     except UserError as e:
         event = ev.Error(e.code, e.message, e.hint)
