@@ -16,14 +16,16 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from PySide6.QtCore import Qt, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QImageReader, QPixmap
+from PySide6.QtGui import QDesktopServices, QPixmap
 from PySide6.QtWidgets import (
     QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
     QPushButton, QVBoxLayout, QWidget,
 )
 
 from lora_studio.core import events as ev
+from lora_studio.core.images import ImageError
 from lora_studio.gui.engine_process import TrainingProcess
+from lora_studio.gui.images import decode_image
 from lora_studio.gui.run.history import checkpoint_steps
 
 PREVIEW_SIZE = 256
@@ -268,12 +270,10 @@ class ExportDialog(QDialog):
 
 def _load_preview(path: Path) -> QPixmap | None:
     # One small PNG: decoding it scaled on the GUI thread takes a few milliseconds.
-    reader = QImageReader(str(path))
-    size = reader.size()
-    if size.isValid() and max(size.width(), size.height()) > PREVIEW_SIZE:
-        reader.setScaledSize(size.scaled(PREVIEW_SIZE, PREVIEW_SIZE, Qt.AspectRatioMode.KeepAspectRatio))
-    image = reader.read()
-    return None if image.isNull() else QPixmap.fromImage(image)
+    try:
+        return QPixmap.fromImage(decode_image(path, PREVIEW_SIZE))
+    except ImageError:  # damaged, or gone since the export: the dialog shows no preview
+        return None
 
 
 def _html(text: str) -> str:

@@ -38,7 +38,7 @@ from lora_studio.gui.compare.results import CompareResults, images_text
 from lora_studio.gui.engine_process import TrainingProcess
 from lora_studio.gui.export_dialog import ExportDialog
 from lora_studio.gui.run.history import checkpoint_steps
-from lora_studio.gui.run.sample_gallery import ImageLoader
+from lora_studio.gui.images import ImageLoader
 
 SCROLL_BAR_ROOM = 24  # beside the grid, for its pane's vertical scroll bar
 PREVIEW_ROOM = 340  # what the large view keeps when the window is too narrow for the whole grid

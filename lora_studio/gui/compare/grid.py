@@ -21,7 +21,7 @@ from PySide6.QtWidgets import QGridLayout, QLabel, QToolButton, QWidget
 
 from lora_studio.core import events as ev
 from lora_studio.core.captions import join_tags, remove_trigger, split_tags
-from lora_studio.gui.run.sample_gallery import show_thumbnail
+from lora_studio.gui.images import show_thumbnail
 
 THUMB_SIZE = 128
 PREVIEW_SIZE = 512

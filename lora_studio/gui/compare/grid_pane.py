@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QFrame, QLabel, QScrollArea, QTabBar, QVBoxLayout,
 from lora_studio.core import events as ev
 from lora_studio.gui.compare.grid import THUMB_SIZE, CellKey, CompareGrid
 from lora_studio.gui.compare.results import CompareResults
-from lora_studio.gui.run.sample_gallery import ImageLoader
+from lora_studio.gui.images import ImageLoader
 
 
 class CompareGridPane(QWidget):

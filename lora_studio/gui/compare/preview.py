@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWi
 
 from lora_studio.core import events as ev
 from lora_studio.gui.compare.grid import PREVIEW_SIZE, format_strength, group_title, is_base
-from lora_studio.gui.run.sample_gallery import ImageLoader
+from lora_studio.gui.images import ImageLoader
 
 
 class ComparePreviewPane(QWidget):

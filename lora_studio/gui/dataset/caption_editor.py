@@ -18,7 +18,8 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, 
 from lora_studio.core.atomic import atomic_write_bytes
 from lora_studio.core.captions import fold_lines, read_caption, write_caption
 from lora_studio.core.tokens import MAX_CAPTION_TOKENS, count_tokens
-from lora_studio.gui.dataset.model import make_thumbnail, with_changes
+from lora_studio.gui.dataset.model import with_changes
+from lora_studio.gui.images import decode_image
 from lora_studio.gui.tasks import run_in_background
 
 TYPING_PAUSE_MS = 800
@@ -165,7 +166,7 @@ class CaptionEditor(QWidget):
         self.preview.setText("Loading…")
         self.preview.setPixmap(QPixmap())
         # The preview is decoded on a pool thread; a late result for another image is dropped.
-        run_in_background(lambda: make_thumbnail(path, None, PREVIEW_SIZE), lambda img: self._show_preview(path, img),
+        run_in_background(lambda: decode_image(path, PREVIEW_SIZE), lambda img: self._show_preview(path, img),
                           lambda _e: self._show_preview(path, QImage()), owner=self)
 
     def _show_preview(self, path: Path, image: QImage) -> None:

@@ -1,7 +1,7 @@
 """The dataset as a Qt list model: one row per image, thumbnails made lazily off the GUI thread.
 
 Rows are ImageItem-like objects (path, rel, caption, has_caption, caption_path, repeats, width, height).
-A thumbnail is asked for only when the view paints its row, decoded on a small thread pool of its own,
+A thumbnail is asked for only when the view paints its row, decoded off the GUI thread (gui/images.py),
 and cached on disk under the project's `cache/thumbs/` keyed by path + mtime + size, so reopening a
 project of 500 images shows them at once. Until it lands the row shows a placeholder of the image's
 own aspect ratio (from the header sizes the scan read), so the grid does not jump.
@@ -11,54 +11,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import itertools
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageOps
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, QSize, Qt, QThreadPool, Signal
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
 
-from lora_studio.core.atomic import atomic_write
 from lora_studio.core.dataset import is_excluded
-from lora_studio.core.images import load_rgb, to_rgb
-from lora_studio.gui.tasks import run_in_background
+from lora_studio.gui.images import decode_image, next_priority, thumb_key
+from lora_studio.gui.tasks import cancel_pending, run_in_background, wait_for_background
 
 THUMB_SIZE = 256  # stored size: crisp at the grid's 96–192 px on a HiDPI screen
 Index = QModelIndex | QPersistentModelIndex
-
-
-def thumb_key(path: Path) -> str | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return hashlib.sha1(f"{path.resolve()}|{st.st_mtime_ns}|{st.st_size}".encode()).hexdigest()
-
-
-def make_thumbnail(path: Path, cache_file: Path | None, size: int = THUMB_SIZE) -> QImage:
-    """Runs on a worker thread: read the cached thumbnail, or decode the image and write the cache."""
-    if cache_file is not None and cache_file.is_file():
-        cached = QImage(str(cache_file))
-        if not cached.isNull():
-            return cached
-    try:
-        with Image.open(path) as im:
-            im.draft("RGB", (size, size))  # JPEG decodes at 1/2, 1/4, 1/8 scale: a big speed-up
-            im.load()
-            # The same conversion training uses (alpha over white, 16-bit scaled): previews match.
-            im = to_rgb(ImageOps.exif_transpose(im), path)
-    except Exception:
-        im = load_rgb(path)  # raises ImageError with the reason; the row keeps its placeholder
-    im.thumbnail((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    if cache_file is not None:
-        try:
-            atomic_write(cache_file, lambda tmp: im.save(tmp, format="PNG", compress_level=1))
-        except OSError:
-            pass  # a read-only project still shows thumbnails, just without the cache
-    return QImage(im.tobytes(), im.width, im.height, im.width * 3, QImage.Format.Format_RGB888).copy()
 
 
 def with_changes(item: Any, **changes: Any) -> Any:
@@ -92,11 +57,6 @@ class DatasetModel(QAbstractListModel):
         self._thumbs: dict[Path, QPixmap] = {}
         self._pending: set[Path] = set()
         self._placeholders: dict[tuple[int, int], QPixmap] = {}
-        # A pool of its own, so a flood of thumbnails never starves scans and checks on the global pool.
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(max(1, min(4, QThreadPool.globalInstance().maxThreadCount())))
-        # Later requests first: what the view painted last is what the artist is looking at now.
-        self._priority = itertools.count()
 
     # --- contents --------------------------------------------------------------------------------
 
@@ -213,10 +173,10 @@ class DatasetModel(QAbstractListModel):
         cache = self._thumb_dir / f"{key}.png" if self._thumb_dir is not None and key else None
         size = self._thumb_size
         run_in_background(
-            lambda: make_thumbnail(path, cache, size),
+            lambda: decode_image(path, size, cache),
             lambda image: self._landed(path, image),
             lambda _error: self._pending.discard(path),  # unreadable: the placeholder stays; the doctor explains
-            owner=self, pool=self._pool, priority=next(self._priority) % 2**30,
+            owner=self, priority=next_priority(),
         )
 
     def _landed(self, path: Path, image: QImage) -> None:
@@ -250,5 +210,5 @@ class DatasetModel(QAbstractListModel):
 
     def shutdown(self) -> None:
         """Drop queued thumbnail jobs and wait for running ones (before the app or a test ends)."""
-        self._pool.clear()
-        self._pool.waitForDone(5000)
+        cancel_pending(self)
+        wait_for_background(5000)

@@ -2,7 +2,7 @@
 
 Newest on top because the artist is watching for the latest images; one column per prompt because the
 question they ask is "how does this prompt change as training goes on", which a column answers at a
-glance. Images are decoded (and scaled) on a thread pool, never on the GUI thread; a viewer dialog
+glance. Images are decoded (and scaled) off the GUI thread (gui/images.py); a viewer dialog
 shows one sample large and walks the same prompt through the steps.
 """
 
@@ -10,65 +10,18 @@ from __future__ import annotations
 
 import html
 
-from PySide6.QtCore import QObject, QRunnable, QSize, Qt, QThreadPool, Signal, SignalInstance
-from PySide6.QtGui import QIcon, QImage, QImageReader, QKeySequence, QPixmap, QShortcut
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtGui import QImage, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (
     QDialog, QHBoxLayout, QLabel, QPushButton, QScrollArea, QSizePolicy, QToolButton, QVBoxLayout, QWidget,
 )
 
 from lora_studio.core.events import Sample
+from lora_studio.gui.images import ImageLoader, show_thumbnail
 
 
 THUMB_SIZE = 128
 VIEWER_SIZE = 1024
-
-
-class _DecodeJob(QRunnable):
-    """Reads one image scaled to fit max_side, then hands it back through a signal owned by the GUI side."""
-
-    def __init__(self, path: str, max_side: int, loaded: SignalInstance):
-        super().__init__()
-        self._path, self._max_side, self._loaded = path, max_side, loaded
-
-    def run(self) -> None:
-        reader = QImageReader(self._path)
-        reader.setAutoTransform(True)
-        size = reader.size()
-        if size.isValid() and max(size.width(), size.height()) > self._max_side:
-            reader.setScaledSize(size.scaled(self._max_side, self._max_side, Qt.AspectRatioMode.KeepAspectRatio))
-        image = reader.read()  # a null QImage when the file is missing or unreadable
-        try:
-            self._loaded.emit(self._path, self._max_side, image)
-        except RuntimeError:
-            pass  # the gallery was closed while this image was decoding
-
-
-class ImageLoader(QObject):
-    """Decodes images off the GUI thread; `loaded(path, max_side, image)` arrives on the GUI thread."""
-
-    loaded = Signal(str, int, QImage)
-
-    def __init__(self, parent: QObject | None = None):
-        super().__init__(parent)
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(2)  # leave the other cores to the engine's data loader
-
-    def request(self, path: str, max_side: int) -> None:
-        self._pool.start(_DecodeJob(path, max_side, self.loaded))
-
-    def wait(self, msecs: int = -1) -> bool:
-        return self._pool.waitForDone(msecs)
-
-
-def show_thumbnail(button: QToolButton, image: QImage, path: str) -> None:
-    """A decoded thumbnail on its button, or 'missing' (saying which file) when it could not be read."""
-    if image.isNull():
-        button.setIcon(QIcon())
-        button.setText("missing")
-        button.setToolTip(f"{button.toolTip()}\n\nThe image file is gone: {path}")
-    else:
-        button.setText("")
-        button.setIcon(QIcon(QPixmap.fromImage(image)))
 
 
 class _Thumb(QToolButton):

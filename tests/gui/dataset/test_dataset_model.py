@@ -5,7 +5,8 @@ from PySide6.QtTest import QAbstractItemModelTester
 
 from lora_studio.core.config import DatasetConfig
 from lora_studio.core.dataset import scan
-from lora_studio.gui.dataset.model import DatasetModel, make_thumbnail, thumb_key
+from lora_studio.gui.dataset.model import DatasetModel
+from lora_studio.gui.images import decode_image, thumb_key
 
 from dataset_helpers import make_images
 
@@ -62,9 +63,9 @@ def test_thumbnails_arrive_off_thread_and_are_cached_on_disk(qtbot, tmp_path):
 def test_thumbnail_cache_key_follows_the_file(tmp_path):
     (p,) = make_images(tmp_path, 1, size=(600, 300))
     key = thumb_key(p)
-    img = make_thumbnail(p, tmp_path / "t" / f"{key}.png", size=128)
+    img = decode_image(p, 128, tmp_path / "t" / f"{key}.png")
     assert (img.width(), img.height()) == (128, 64)
-    assert make_thumbnail(p, tmp_path / "t" / f"{key}.png", size=128).size() == img.size()  # from the cache
+    assert decode_image(p, 128, tmp_path / "t" / f"{key}.png").size() == img.size()  # from the cache
     p.write_bytes(p.read_bytes() + b"\0")
     assert thumb_key(p) != key
 
