@@ -7,12 +7,13 @@ unknown fields; fields are only ever added. One frozen dataclass per event type.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Protocol
+from typing import Any, ClassVar, Iterator, Protocol, get_args, get_origin, get_type_hints
 
 PROTOCOL_VERSION = 1
 
@@ -74,7 +75,7 @@ class Validation(Event):
 @dataclass(frozen=True)
 class Ranking(Event):
     """The checkpoint to keep (core/ranking.py): its step, one sentence why, and every checkpoint's
-    scores ({"step", "style", "prompts", "validation_loss"}); also written to the run's ranking.json."""
+    scores ({"step", "style", "prompts", "validation_loss"}); also written to the run's ranking file."""
 
     type: ClassVar[str] = "ranking"
     step: int
@@ -98,7 +99,7 @@ class CompareCell(Event):
     """One image of a comparison grid: a checkpoint at a LoRA strength, with or without the trigger.
     step 0 with strength 0 is the base model (the baseline row).
 
-    The same record is a cell of the grid's grid.json: the same fields, less `time`, with `path` stored as
+    The same record is a cell of the grid's file on disk: the same fields, less `time`, with `path` stored as
     `file`, relative to the grid's folder (so a copied or moved folder still opens)."""
 
     type: ClassVar[str] = "compare_cell"
@@ -111,13 +112,13 @@ class CompareCell(Event):
     path: str
 
     def grid_entry(self, folder: Path) -> dict[str, Any]:
-        """This cell as grid.json holds it; the image must lie in `folder`."""
+        """This cell as the grid file holds it; the image must lie in `folder`."""
         entry = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("time", "path")}
         return entry | {"file": Path(self.path).relative_to(folder).as_posix()}
 
     @classmethod
     def from_grid_entry(cls, item: Any, folder: Path) -> CompareCell | None:
-        """A grid.json cell read back, or None when a key the grid needs is missing or of the wrong kind.
+        """A grid file's cell read back, or None when a key the grid needs is missing or of the wrong kind.
         Files of every version load: step, strength, trigger, prompt_index and file are needed; prompt and
         seed are read when present (hand-written or older grids may lack them)."""
         if not isinstance(item, dict):
@@ -190,29 +191,76 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 
 def from_dict(data: dict[str, Any]) -> Event | None:
-    """The event a decoded line holds, or None for an unknown type or a malformed line."""
-    cls = EVENT_TYPES.get(data.get("type", ""))
-    if cls is None:
+    """The event a decoded line holds, or None: for an unknown type, another version of the protocol, a
+    required field missing or a field of the wrong type. Unknown fields are ignored (fields are only ever
+    added). A line without `v` is read as version 1 (hand-written lines and test engines leave it out); any
+    other version means the meaning of fields changed, so it is not read as this one."""
+    kind = data.get("type")
+    cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+    version = data.get("v", PROTOCOL_VERSION)
+    if cls is None or not _is_int(version) or version != PROTOCOL_VERSION:
         return None
-    names = {f.name for f in dataclasses.fields(cls)}
+    values = {}
+    for name, hint in _field_types(cls).items():
+        if name in data:
+            value = _as_type(data[name], hint)
+            if value is _WRONG:
+                return None
+            values[name] = value
     try:
-        return cls(**{k: v for k, v in data.items() if k in names})
-    except TypeError:
+        return cls(**values)
+    except TypeError:  # a required field is missing
         return None
+
+
+_WRONG = object()
+
+
+@functools.cache
+def _field_types(cls: type[Event]) -> dict[str, Any]:
+    hints = get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _as_type(value: Any, hint: Any) -> Any:
+    """`value` as a field of type `hint` holds it (an int where a float goes becomes a float), or _WRONG."""
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return value
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return float(value) if ok else _WRONG
+    if hint is int:
+        return value if _is_int(value) else _WRONG
+    if hint in (str, bool):
+        return value if isinstance(value, hint) else _WRONG
+    if origin is list:
+        if not isinstance(value, list):
+            return _WRONG
+        items = [_as_type(v, args[0]) for v in value]
+        return _WRONG if any(v is _WRONG for v in items) else items
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            return _WRONG
+        items = {k: _as_type(v, args[1]) for k, v in value.items()}
+        return _WRONG if any(v is _WRONG for v in items.values()) else items
+    raise TypeError(f"an event field of type {hint} needs a rule here")  # caught by the tests, not at run time
 
 
 def from_json(line: str) -> Event | None:
+    """The event of one line, or None when the line is not one (never raises)."""
     try:
         data = json.loads(line)
-    except (json.JSONDecodeError, ValueError):
+    except (ValueError, RecursionError):  # not JSON, cut short, or nested beyond reason
         return None
     return from_dict(data) if isinstance(data, dict) else None
 
 
 def read_jsonl(path: Path) -> Iterator[Event]:
-    """The events of a run's events.jsonl, skipping lines a crash may have cut short."""
+    """The events of an event log file, skipping lines a crash may have cut short."""
     try:
-        with open(path, encoding="utf-8") as f:
+        # A crash can cut a line inside a multi-byte character: that line is skipped, not the rest.
+        with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 event = from_json(line)
                 if event is not None:

@@ -4,7 +4,7 @@
 MyStyle/
   lora_studio.toml    the settings (paths inside the project stored relative, so the folder can move)
   images/             the dataset, when the artist chose to copy images in
-  runs/<run-id>/      one folder per run, with the exact config.toml it used
+  runs/<run-id>/      one folder per run (core/runs.py)
   cache/              thumbnails, latents, text-encoder outputs
 ```
 """
@@ -15,7 +15,6 @@ import filecmp
 import json
 import os
 import shutil
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -23,10 +22,10 @@ from pathlib import Path, PurePosixPath
 from lora_studio.core import config as config_mod
 from lora_studio.core.atomic import atomic_write, atomic_write_text
 from lora_studio.core.config import Config
-from lora_studio.core.errors import ConfigError, UserError
+from lora_studio.core.errors import UserError
+from lora_studio.core.runs import RunDir, list_runs
 
 PROJECT_FILE = "lora_studio.toml"
-RUN_CONFIG = "config.toml"
 APP_NAME = "LoRA Studio"
 MAX_RECENT = 10
 # Keys holding paths: stored relative to the project when they point inside it.
@@ -97,37 +96,17 @@ class Project:
             setattr(getattr(out, section), key, rel.as_posix() or ".")
         return out
 
-    def new_run(self, cfg: Config | None = None) -> tuple[Path, Path]:
-        """A fresh `runs/<YYYYmmdd-HHMMSS>/` with the run's config.toml (absolute paths, output.dir = the run).
+    def new_run(self, cfg: Config | None = None) -> RunDir:
+        """A fresh run folder under runs/ with the run's settings (absolute paths, output.dir = the run).
 
         Raises ConfigError before creating anything when the settings cannot train.
         """
         cfg = self.load_config() if cfg is None else cfg
-        cfg = config_mod.resolve_paths(cfg, self.root)
-        run_dir = _unique_dir(self.runs_dir, time.strftime("%Y%m%d-%H%M%S"))
-        cfg = cfg.replace(output={"dir": str(run_dir)})
-        problems = config_mod.validate(cfg)
-        if problems:
-            raise ConfigError(problems)
-        run_dir.mkdir(parents=True)
-        config_path = run_dir / RUN_CONFIG
-        config_mod.save(cfg, config_path)
-        return config_path, run_dir
+        return RunDir.create(self.runs_dir, config_mod.resolve_paths(cfg, self.root))
 
     def list_runs(self) -> list[Path]:
-        """Run folders, newest first (their names sort by time)."""
-        if not self.runs_dir.is_dir():
-            return []
-        runs = [p for p in self.runs_dir.iterdir() if p.is_dir() and (p / RUN_CONFIG).is_file()]
-        return sorted(runs, key=lambda p: p.name, reverse=True)
-
-
-def _unique_dir(parent: Path, name: str) -> Path:
-    # Two runs started in the same second must not share a folder.
-    candidate, n = parent / name, 2
-    while candidate.exists():
-        candidate, n = parent / f"{name}-{n}", n + 1
-    return candidate
+        """Run folders (core/runs.py says what a run is), newest first."""
+        return [r.path for r in list_runs(self.runs_dir)]
 
 
 def is_project(path: str | Path) -> bool:

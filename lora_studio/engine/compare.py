@@ -5,8 +5,9 @@ differs between two cells is the LoRA. The base model is loaded once and the ada
 each checkpoint only swaps the adapter weights, each strength only sets peft's scale. The baseline (step 0,
 strength 0) is the same model with every scale at 0, which is exactly the base model.
 
-Output: `RUN_DIR/compare/<YYYYmmdd-HHMMSS>/` with one PNG per cell (`step_000200_s1.00_t1_p0.png`), a
-`grid.json` rewritten after every cell (a stopped grid is still readable) and the grid's events.jsonl.
+Output: a folder `<YYYYmmdd-HHMMSS>/` in the run's comparisons (core/runs.py) with one PNG per cell
+(`step_000200_s1.00_t1_p0.png`), the grid file rewritten after every cell (a stopped grid is still
+readable) and the grid's own event log.
 Events on stdout as `lora-studio train` writes them: status, compare_cell per image, finished.
 """
 
@@ -19,11 +20,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from lora_studio.core import config as config_mod
 from lora_studio.core import events as ev
 from lora_studio.core.atomic import atomic_write, atomic_write_text
 from lora_studio.core.captions import join_tags, remove_trigger, split_tags
 from lora_studio.core.errors import UserError
+from lora_studio.core.runs import RunDir, grid_file
 from lora_studio.engine.process import StdinCommands, StreamSink, event_process
 
 ADAPTER = "default"  # the name lora.add_lora's inject_adapter_in_model gives the adapter
@@ -36,20 +37,19 @@ def cell_name(step: int, strength: float, trigger: bool, prompt_index: int) -> s
 
 
 def plan(run_dir: Path, *, steps=None, strengths=None, prompts=None, trigger_variants=True, seed=None, sampling_steps=None):
-    """(run config, [(step, checkpoint dir)], cells in render order, settings). Checks everything the
+    """(run config, [(step, CheckpointDir)], cells in render order, settings). Checks everything the
     artist can get wrong before the model is loaded, so a typo fails in a second. A cell's path is its file
     name alone: the grid's folder is made only when rendering starts."""
-    from lora_studio.engine.training.checkpoint import list_checkpoints
-
-    if not (run_dir / "config.toml").is_file():
-        raise UserError(f"{run_dir} is not a training run (it has no config.toml).",
+    run = RunDir(run_dir)
+    if not run.is_run():
+        raise UserError(f"{run_dir} is not a training run (it has no {run.config.name}).",
                         hint="Pass a folder under the project's runs/.", code="not_a_run")
-    cfg = config_mod.load(run_dir / "config.toml", check=False)
-    available = list_checkpoints(run_dir)
+    cfg = run.load_config()
+    available = run.checkpoints()
     if not available:
         raise UserError(f"The run {run_dir.name} has no checkpoints yet.", hint="Train it first (checkpoints are saved as it trains).",
                         code="no_checkpoints")
-    by_step = dict(available)
+    by_step = {c.step: c for c in available}
     if steps:
         unknown = [s for s in steps if s not in by_step]
         if unknown:
@@ -118,9 +118,9 @@ def _render(run_dir: Path, sink: StreamSink, commands: StdinCommands, **options)
     cfg, chosen, cells, settings = plan(run_dir, **options)
     if "stop" in commands.poll():
         return "stopped"  # before the model loads (seconds to minutes) and before any folder is made
-    out_dir = _new_dir(run_dir / "compare")
+    out_dir = _new_dir(RunDir(run_dir).compare_dir)
     sink.attach_run_dir(out_dir)  # the grid keeps its own log; the run's events.jsonl stays the training's
-    state = json.loads((chosen[0][1] / "state.json").read_text(encoding="utf-8"))
+    state = json.loads(chosen[0][1].state.read_text(encoding="utf-8"))
     settings.update(model_kind=state.get("model_kind", ""), rank=state["rank"], alpha=state["alpha"])
     grid = {"version": 1, "run_dir": str(run_dir), "status": "running", "settings": settings, "cells": []}
     sink.emit(ev.Status("loading", "Loading the base model"))
@@ -135,7 +135,7 @@ def _render(run_dir: Path, sink: StreamSink, commands: StdinCommands, **options)
     # Injected after the move, as the trainer does, so the adapter stays fp32 on a bf16 base.
     net = lora.lora_config(state["rank"], state["alpha"], lora.unet_targets(cfg.network.targets))
     lora.add_lora(unet, net)
-    with safe_open(chosen[0][1] / "lora.safetensors", "pt") as f:
+    with safe_open(chosen[0][1].lora, "pt") as f:
         has_te = any(k.split(".", 1)[0] in lora.TE_PARTS for k in f.keys())
     if has_te:
         for te in tes:
@@ -145,14 +145,14 @@ def _render(run_dir: Path, sink: StreamSink, commands: StdinCommands, **options)
     pipe.set_progress_bar_config(disable=True)
     autocast = (lambda: torch.autocast(device.type, dtype=compute)) if compute != torch.float32 else contextlib.nullcontext
 
-    status, loaded = "failed", None  # what grid.json says if a cell raises
+    status, loaded = "failed", None  # what the grid file says if a cell raises
     try:
         for n, cell in enumerate(cells, 1):
             if "stop" in commands.poll():
                 status = "stopped"
                 break
             if cell.step and cell.step != loaded:
-                lora.load_lora_state(load_file(dict(chosen)[cell.step] / "lora.safetensors"), unet, tes if has_te else None)
+                lora.load_lora_state(load_file(dict(chosen)[cell.step].lora), unet, tes if has_te else None)
                 loaded = cell.step
             _set_strength([unet, *tes], cell.strength)
             sink.emit(ev.Status("sampling", f"Rendering cell {n} of {len(cells)}"))
@@ -168,13 +168,13 @@ def _render(run_dir: Path, sink: StreamSink, commands: StdinCommands, **options)
             made = replace(cell, path=str(out_dir / cell.path), time=time.time())  # the event's time is when it was made
             atomic_write(Path(made.path), lambda tmp: image.save(tmp, format="PNG"))
             grid["cells"].append(made.grid_entry(out_dir))
-            atomic_write_text(out_dir / "grid.json", json.dumps(grid, indent=1))
+            atomic_write_text(grid_file(out_dir), json.dumps(grid, indent=1))
             sink.emit(made)
         else:
             status = "completed"
     finally:
         grid["status"] = status
-        atomic_write_text(out_dir / "grid.json", json.dumps(grid, indent=1))
+        atomic_write_text(grid_file(out_dir), json.dumps(grid, indent=1))
         del pipe, unet, tes, modules, models
         gc.collect()
         if torch.cuda.is_available():

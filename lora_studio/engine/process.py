@@ -22,10 +22,11 @@ from pathlib import Path
 from lora_studio.core import config as config_mod
 from lora_studio.core import events as ev
 from lora_studio.core.errors import ConfigError, UserError
+from lora_studio.core.runs import CONFIG_FILE, RunDir, events_file
 
 
 class StreamSink:
-    """Events to the private stdout handle and appended to RUN_DIR/events.jsonl."""
+    """Events to the private stdout handle and appended to the run folder's event log."""
 
     def __init__(self, stream: io.TextIOBase):
         self.stream = stream
@@ -33,7 +34,7 @@ class StreamSink:
         self.pending: list[ev.Event] = []
 
     def attach_run_dir(self, run_dir: Path) -> None:
-        self.log_file = open(Path(run_dir) / "events.jsonl", "a", encoding="utf-8")
+        self.log_file = open(events_file(run_dir), "a", encoding="utf-8")
         for e in self.pending:
             self._log(e)
         self.pending.clear()
@@ -45,7 +46,7 @@ class StreamSink:
         except OSError as e:
             # A full disk must not turn into a crash while reporting the full disk: the app still gets
             # every event on stdout; the log on disk stops here, and stderr says so once.
-            print(f"events.jsonl can no longer be written ({e.strerror}); events continue on stdout only.", file=sys.stderr)
+            print(f"{self.log_file.name} can no longer be written ({e.strerror}); events continue on stdout only.", file=sys.stderr)
             self.log_file = None
             self.pending = []
 
@@ -124,7 +125,7 @@ def _oom_error(cfg, on_gpu: bool = True) -> ev.Error:
                         f"or lower train.resolution; {kept}.")
     description, changes = step
     settings = ", ".join(f"{key} = {json.dumps(value)}" for key, value in changes.items())
-    hint = (f"Try: {description}: set {settings} in {run_dir / 'config.toml'}, then resume with "
+    hint = (f"Try: {description}: set {settings} in {RunDir(run_dir).config}, then resume with "
             f"`lora-studio train {run_dir} --resume`; {kept}.")
     return ev.Error("out_of_memory", message, hint, fix=changes)
 
@@ -159,7 +160,7 @@ def _dry_run(cfg, out) -> int:
 def _run_config(config_path: Path, resume: bool) -> Path:
     """A project's settings file (no output.dir) trains into a fresh `runs/<time>/`, as the app does;
     with --resume, into the project's newest run."""
-    from lora_studio.core.project import PROJECT_FILE, RUN_CONFIG, Project
+    from lora_studio.core.project import PROJECT_FILE, Project
 
     if config_path.name != PROJECT_FILE or not config_path.is_file():
         return config_path
@@ -169,18 +170,18 @@ def _run_config(config_path: Path, resume: bool) -> Path:
     project = Project(config_path.parent)
     runs = project.list_runs()
     if resume and runs:
-        return runs[0] / RUN_CONFIG
-    return project.new_run(cfg)[0]
+        return RunDir(runs[0]).config
+    return project.new_run(cfg).config
 
 
 def _keep_in_run(sink: StreamSink, cfg) -> None:
     """A run that fails before it starts (no images, a missing model) still records why in its own
-    events.jsonl, so the app's history can say so later. An earlier run's log is never touched."""
+    event log, so the app's history can say so later. An earlier run's log is never touched."""
     if sink.log_file is not None or cfg is None or not cfg.output.dir:
         return
-    run_dir = Path(cfg.output.dir)
-    if run_dir.is_dir() and not (run_dir / "events.jsonl").exists():
-        sink.attach_run_dir(run_dir)
+    run = RunDir(cfg.output.dir)
+    if run.path.is_dir() and not run.events.exists():
+        sink.attach_run_dir(run.path)
 
 
 def _dry_run_config(config_path: Path):
@@ -252,10 +253,10 @@ def _file_error(e: OSError) -> ev.Error:
 
 def _config_file(path: Path) -> Path:
     """A project folder means its lora_studio.toml, a run folder its config.toml: what an artist types."""
-    from lora_studio.core.project import PROJECT_FILE, RUN_CONFIG
+    from lora_studio.core.project import PROJECT_FILE
 
     if path.is_dir():
-        for name in (PROJECT_FILE, RUN_CONFIG):
+        for name in (PROJECT_FILE, CONFIG_FILE):
             if (path / name).is_file():
                 return path / name
     return path

@@ -24,9 +24,9 @@ from PySide6.QtWidgets import (
 
 from lora_studio.core import events as ev
 from lora_studio.core.images import ImageError
+from lora_studio.core.runs import RunDir
 from lora_studio.gui.engine_process import TrainingProcess
 from lora_studio.gui.images import decode_image
-from lora_studio.gui.run.history import checkpoint_steps
 
 PREVIEW_SIZE = 256
 
@@ -44,9 +44,9 @@ def detected_lora_dirs() -> list[Path]:
 
 
 def lora_name(run_dir: Path) -> str:
-    """The run's output name (config.toml [output] name), read leniently: the dialog must open anyway."""
+    """The run's output name ([output] name of its settings), read leniently: the dialog must open anyway."""
     try:
-        with open(run_dir / "config.toml", "rb") as f:
+        with open(RunDir(run_dir).config, "rb") as f:
             name = tomllib.load(f).get("output", {}).get("name", "")
     except (OSError, tomllib.TOMLDecodeError):
         name = ""
@@ -82,7 +82,7 @@ class ExportDialog(QDialog):
         self._process.done.connect(self._on_done)
 
         self.checkpoint_combo = QComboBox(self)
-        steps = checkpoint_steps(self.run_dir)
+        steps = RunDir(self.run_dir).checkpoint_steps()
         for s in reversed(steps):
             self.checkpoint_combo.addItem(f"Step {s:,}" + (" (newest)" if s == steps[-1] else ""), s)
         if step is not None and (index := self.checkpoint_combo.findData(step)) >= 0:

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QSp
 
 from lora_studio.core.dataset import scan
 from lora_studio.core.errors import UserError
+from lora_studio.core.runs import RunDir
 from lora_studio.core.project import (
     Project, add_recent_project, create_project, forget_recent_project, is_project, open_project, recent_projects,
 )
@@ -231,7 +232,7 @@ class MainWindow(QMainWindow):
         if folder:
             self.open_project(folder)
 
-    def _make_run(self) -> tuple[Path, Path]:
+    def _make_run(self) -> RunDir:
         if self.project is None:
             raise UserError("Open a project first.")
         self.caption_editor.commit()

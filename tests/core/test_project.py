@@ -58,13 +58,14 @@ def test_new_run_writes_an_absolute_config_into_a_fresh_run_dir(tmp_path):
     model = tmp_path / "model.safetensors"
     model.write_bytes(b"")
     p = create_project(tmp_path / "proj", base_model=str(model))
-    config_path, run_dir = p.new_run()
+    run = p.new_run()
+    config_path, run_dir = run.config, run.path
     assert run_dir.parent == p.runs_dir and config_path == run_dir / "config.toml"
     data = tomllib.loads(config_path.read_text())
     assert data["output"]["dir"] == str(run_dir)
     assert data["dataset"]["path"] == str(p.images_dir)
     assert load(config_path).train.max_steps == 1500  # valid as written
-    _, second = p.new_run()
+    second = p.new_run().path
     assert second != run_dir  # same second: still a fresh folder
     assert p.list_runs() == sorted([run_dir, second], key=lambda r: r.name, reverse=True)
 

@@ -8,7 +8,7 @@
 It keeps the engine's promises that the GUI relies on: events on stdout (one JSON object a line, plus
 one stray non-JSON line and one line written in two halves), a human log on stderr, every event also
 appended to RUN_DIR/events.jsonl, real PNG files at the sample paths it announces, checkpoint folders
-with state.json, and stdin commands (stop / sample / save) read between events.
+with state.json and lora.safetensors, and stdin commands (stop / sample / save) read between events.
 
 `compare` replays compare_short.jsonl (a grid of 2 prompts: the base model, then steps 20 and 40 at strengths
 0.5 and 1.0, each with and without the trigger), keeping only the cells the arguments ask for, writing each
@@ -109,6 +109,7 @@ class Engine:
             path = self.resolve(data["path"])
             path.mkdir(parents=True, exist_ok=True)
             (path / "state.json").write_text(json.dumps({"step": data["step"]}))
+            (path / "lora.safetensors").write_bytes(b"fake safetensors")
             return {**data, "path": str(path)}
         if kind == "exported":
             path = self.resolve(data["path"])

@@ -64,10 +64,10 @@ def test_a_run_config_is_written_into_a_fresh_run_dir(qtbot, tmp_path, isolated_
     w = _window(qtbot)
     _opened(qtbot, w, project)
     w.store.set("train.max_steps", 77)
-    config_path, run_dir = w._make_run()  # what the run panel calls on Start
-    assert run_dir.parent == project.runs_dir
-    data = tomllib.loads(config_path.read_text())
-    assert data["train"]["max_steps"] == 77 and data["output"]["dir"] == str(run_dir)
+    run = w._make_run()  # what the run panel calls on Start
+    assert run.path.parent == project.runs_dir
+    data = tomllib.loads(run.config.read_text())
+    assert data["train"]["max_steps"] == 77 and data["output"]["dir"] == str(run.path)
     assert tomllib.loads(project.config_path.read_text())["train"]["max_steps"] == 77  # flushed first
     panel = w.ensure_train_page()
     assert panel is w.run_panel and w.run_history is not None

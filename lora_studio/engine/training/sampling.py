@@ -15,10 +15,7 @@ from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline, Stab
 
 from lora_studio.core.atomic import atomic_write
 from lora_studio.core.config import Config
-
-
-def sample_path(samples_dir: Path, step: int, index: int, seed: int) -> Path:
-    return samples_dir / f"step_{step:06d}_p{index}_s{seed}.png"
+from lora_studio.core.runs import sample_name
 
 
 @contextlib.contextmanager
@@ -74,7 +71,7 @@ def generate(models, unet, text_encoders, cfg: Config, step: int, samples_dir: P
                     guidance_scale=s.guidance_scale, width=width, height=height, generator=generator,
                     clip_skip=(cfg.model.clip_skip - 1) or None,
                 ).images[0]
-            path = sample_path(samples_dir, step, index, seed)
+            path = samples_dir / sample_name(step, index, seed)
             atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
             out.append((index, prompt, seed, path))
         del pipe

@@ -6,8 +6,8 @@ columns are the strengths, grouped by trigger word on / off. Reading down a colu
 did; reading across shows strength, and whether the style bleeds into prompts without the trigger word.
 One prompt at a time (tabs): several prompts side by side make a grid too wide to read.
 
-Every comparison stays in RUN_DIR/compare/<id>/ with its grid.json; the newest is shown when the dialog
-opens, so a comparison is never lost.
+Every comparison stays in its own folder of the run (core/runs.py), with its grid file; the newest is
+shown when the dialog opens, so a comparison is never lost.
 
 The dialog assembles its parts and runs the engine: the choices above (compare_controls), the grid on the
 left (compare_grid_pane), the picked image on the right (compare_preview), and what was made
@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from lora_studio.core import events as ev
+from lora_studio.core.runs import RunDir
 from lora_studio.gui.compare.controls import CompareControls
 from lora_studio.gui.compare.grid import (
     HINT_LINES, MAX_STRENGTH, CellKey, SavedGrid, cell_key, is_base, load_saved_grid, read_run_settings,
@@ -37,7 +38,6 @@ from lora_studio.gui.compare.preview import ComparePreviewPane
 from lora_studio.gui.compare.results import CompareResults, images_text
 from lora_studio.gui.engine_process import TrainingProcess
 from lora_studio.gui.export_dialog import ExportDialog
-from lora_studio.gui.run.history import checkpoint_steps
 from lora_studio.gui.images import ImageLoader
 
 SCROLL_BAR_ROOM = 24  # beside the grid, for its pane's vertical scroll bar
@@ -62,7 +62,7 @@ class CompareDialog(QDialog):
         self.export_dialog: ExportDialog | None = None
         self.setWindowTitle(f"Compare checkpoints — {self.run_dir.name}")
         self._settings = read_run_settings(self.run_dir)
-        self._steps = checkpoint_steps(self.run_dir)
+        self._steps = list(RunDir(self.run_dir).checkpoint_steps())
         self._program, self._prefix_args = program, prefix_args
         self._results = CompareResults()
         self._phase = ""

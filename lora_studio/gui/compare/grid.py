@@ -1,4 +1,4 @@
-"""The comparison grid itself: what a run offers to compare, a saved grid.json read back, and the widget
+"""The comparison grid itself: what a run offers to compare, a saved grid read back, and the widget
 that lays the images out (rows: the base model, then each checkpoint; columns: strengths by trigger on / off).
 """
 
@@ -21,13 +21,13 @@ from PySide6.QtWidgets import QGridLayout, QLabel, QToolButton, QWidget
 
 from lora_studio.core import events as ev
 from lora_studio.core.captions import join_tags, remove_trigger, split_tags
+from lora_studio.core.runs import RunDir
 from lora_studio.gui.images import show_thumbnail
 
 THUMB_SIZE = 128
 PREVIEW_SIZE = 512
 MAX_STRENGTH = 2.0
 HINT_LINES = 8
-GRID_FILE = "grid.json"
 DEFAULT_STRENGTHS = (0.5, 1.0)
 
 # (prompt_index, row step (0: the base model), trigger, strength rounded); the base row's strength is 0.
@@ -76,9 +76,9 @@ class RunSettings:
 
 
 def read_run_settings(run_dir: Path) -> RunSettings:
-    """The bits of the run's config.toml the dialog needs, read leniently: it must open on any run."""
+    """The bits of the run's settings the dialog needs, read leniently: it must open on any run."""
     try:
-        with open(run_dir / "config.toml", "rb") as f:
+        with open(RunDir(run_dir).config, "rb") as f:
             data = tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError):
         return RunSettings()
@@ -103,13 +103,13 @@ class SavedGrid:
 
 
 def load_saved_grid(run_dir: Path) -> SavedGrid | None:
-    """The newest RUN_DIR/compare/<id>/grid.json that holds at least one usable cell.
+    """The newest comparison grid of the run that holds at least one usable cell.
 
     Accepted shapes: a list of cells, or an object with a "cells" list; each cell is read by
     CompareCell.from_grid_entry, and the ones it cannot use are skipped.
     """
     found = []
-    for grid in Path(run_dir).glob(f"compare/*/{GRID_FILE}"):
+    for grid in RunDir(run_dir).grid_files():
         try:
             found.append((grid.stat().st_mtime, grid.parent.name, grid))
         except OSError:

@@ -1,5 +1,5 @@
 """What a comparison holds, apart from any widget: the plan Generate asked for and the images made (or read
-back from grid.json), and the shape of one prompt's grid that follows from them."""
+back from its grid file), and the shape of one prompt's grid that follows from them."""
 
 from __future__ import annotations
 

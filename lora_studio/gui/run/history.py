@@ -1,114 +1,16 @@
-"""A project's past runs, summarized from each run's events.jsonl, newest first.
-
-Summaries read the first line and the last few kilobytes of a run's events only: a long run's file holds
-tens of thousands of progress lines, and everything a summary needs is at its two ends.
-"""
+"""A project's past runs as a table, newest first (the summaries are core/runs.py's)."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QLabel, QPushButton, QTreeView, QVBoxLayout, QWidget
 
-from lora_studio.core import events as ev
-
-
-TAIL_BYTES = 64 * 1024
-_CHECKPOINT_DIR = re.compile(r"step_(\d+)")
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    run_dir: Path
-    started_at: float | None = None
-    status: str = "interrupted"  # completed | stopped | failed | interrupted (no finished event) | running
-    step: int = 0
-    total_steps: int = 0
-    loss: float | None = None
-    exported: str = ""
-    error: str = ""
-    checkpoint_steps: tuple[int, ...] = ()
-
-    @property
-    def run_id(self) -> str:
-        return self.run_dir.name
-
-    @property
-    def resumable(self) -> bool:
-        return bool(self.checkpoint_steps) and self.status in ("stopped", "failed", "interrupted")
-
-    def status_text(self) -> str:
-        return {
-            "completed": "Completed",
-            "stopped": f"Stopped at step {self.step:,}",
-            "failed": "Failed",
-            "running": "Training…",
-        }.get(self.status, "Interrupted")
-
-
-def checkpoint_steps(run_dir: Path) -> tuple[int, ...]:
-    """The steps of a run's resumable checkpoints (checkpoints/step_NNNNNN/), oldest first."""
-    found = []
-    for p in (run_dir / "checkpoints").glob("step_*"):
-        m = _CHECKPOINT_DIR.fullmatch(p.name)
-        if m and p.is_dir():
-            found.append(int(m.group(1)))
-    return tuple(sorted(found))
-
-
-def _head_and_tail(path: Path) -> list[ev.Event]:
-    with open(path, "rb") as f:
-        first = f.readline()
-        size = f.seek(0, 2)
-        start = max(len(first), size - TAIL_BYTES)
-        f.seek(start)
-        tail = f.read().split(b"\n")
-    if start > len(first):
-        tail = tail[1:]  # the first piece is the end of a line cut in the middle
-    lines = [first, *tail]
-    return [e for raw in lines if (e := ev.from_json(raw.decode("utf-8", "replace"))) is not None]
-
-
-def summarize_run(run_dir: Path) -> RunSummary:
-    path = run_dir / "events.jsonl"
-    try:
-        events = _head_and_tail(path)
-    except OSError:
-        events = []
-    fields: dict = {"checkpoint_steps": checkpoint_steps(run_dir)}
-    for e in events:
-        match e:
-            case ev.Started():
-                fields.setdefault("started_at", e.time)
-                fields["total_steps"] = e.total_steps
-            case ev.Progress():
-                fields.update(step=e.step, total_steps=e.total_steps, loss=e.loss)
-            case ev.Exported():
-                fields["exported"] = e.path
-            case ev.Error():
-                fields["error"] = e.message
-            case ev.Finished():
-                fields["status"] = e.status
-                fields["step"] = max(fields.get("step", 0), e.step)
-                if e.export_path:
-                    fields["exported"] = e.export_path
-    if "started_at" not in fields and path.exists():
-        fields["started_at"] = path.stat().st_mtime
-    return RunSummary(run_dir=run_dir, **fields)
-
-
-def list_runs(runs_dir: Path) -> list[RunSummary]:
-    """Every run under runs_dir that has an events.jsonl, newest first."""
-    if not runs_dir.is_dir():
-        return []
-    runs = [summarize_run(p.parent) for p in runs_dir.glob("*/events.jsonl")]
-    return sorted(runs, key=lambda r: (r.started_at or 0.0, r.run_id), reverse=True)
+from lora_studio.core.runs import RunSummary, summaries
 
 
 class RunListModel(QAbstractTableModel):
@@ -203,13 +105,13 @@ class RunHistory(QWidget):
         self.refresh()
 
     def set_active_run(self, run_dir: Path | None) -> None:
-        """Mark the run that is training now (its events.jsonl alone cannot tell a live run from a crash)."""
+        """Mark the run that is training now (its event log alone cannot tell a live run from a crash)."""
         self._active = Path(run_dir) if run_dir else None
         self.refresh()
 
     def refresh(self) -> None:
         selected = self.selected_run()
-        runs = list_runs(self._runs_dir) if self._runs_dir else []
+        runs = summaries(self._runs_dir)
         runs = [dataclasses.replace(r, status="running") if r.run_dir == self._active else r for r in runs]
         if self._active and not any(r.run_dir == self._active for r in runs):
             runs.insert(0, RunSummary(run_dir=self._active, status="running"))

@@ -1,7 +1,7 @@
 """The Train tab: start / stop / resume a run, watch its progress, loss and samples, export the result.
 
 Everything shown comes from the engine's events, live through TrainingProcess or replayed from a past
-run's events.jsonl, so a reopened run looks the way it did while it trained. Errors go to a banner in
+run's event log, so a reopened run looks the way it did while it trained. Errors go to a banner in
 the panel, never a modal dialog: the artist should be able to read the message and the log together.
 """
 
@@ -18,12 +18,13 @@ from lora_studio.core import config as config_mod
 from lora_studio.core import events as ev
 from lora_studio.core.errors import UserError
 from lora_studio.core.fit_advice import with_changes
+from lora_studio.core.runs import RunDir, summaries, summarize
 from lora_studio.gui.banner import Banner
 from lora_studio.gui.compare.dialog import CompareDialog
 from lora_studio.gui.engine_process import TrainingProcess
 from lora_studio.gui.export_dialog import ExportDialog
 from lora_studio.gui.log_view import LogView
-from lora_studio.gui.run.history import RunHistory, checkpoint_steps, list_runs, summarize_run
+from lora_studio.gui.run.history import RunHistory
 from lora_studio.gui.run.loss_chart import LossChart
 from lora_studio.gui.run.sample_gallery import SampleGallery
 
@@ -61,7 +62,7 @@ class RunPanel(QWidget):
         self.stop_timeout_ms = 60000
         self.lora_dirs: list[Path] | None = None  # None: the export dialog detects them
         self.runner = TrainingProcess(self)
-        self._make_config: Callable[[], tuple[Path, Path]] | None = None
+        self._make_run: Callable[[], RunDir] | None = None
         self._runs_dir: Path | None = None
         self._run_dir: Path | None = None  # the run on screen, live or replayed
         self._finished: ev.Finished | None = None
@@ -144,9 +145,9 @@ class RunPanel(QWidget):
 
     # --- public API ---------------------------------------------------------------------------------
 
-    def set_run_source(self, make_config: Callable[[], tuple[Path, Path]] | None) -> None:
-        """make_config writes a fresh run dir's config.toml and returns (config_path, run_dir), or raises UserError."""
-        self._make_config = make_config
+    def set_run_source(self, make_run: Callable[[], RunDir] | None) -> None:
+        """make_run creates a fresh run folder with its settings (RunDir.create), or raises UserError."""
+        self._make_run = make_run
         self._update_buttons()
 
     def set_runs_dir(self, runs_dir: Path | None) -> None:
@@ -154,7 +155,7 @@ class RunPanel(QWidget):
         self._runs_dir = Path(runs_dir) if runs_dir else None
         # Reopening a project shows where it left off: the newest run's chart and samples.
         if self._runs_dir is not None and not self.runner.is_running() and self._run_dir is None:
-            runs = list_runs(self._runs_dir)
+            runs = summaries(self._runs_dir)
             if runs:
                 self.show_run(runs[0].run_dir)
         self._update_buttons()
@@ -181,31 +182,31 @@ class RunPanel(QWidget):
         return self._run_dir
 
     def start(self) -> None:
-        if self.runner.is_running() or self._make_config is None:
+        if self.runner.is_running() or self._make_run is None:
             return
         try:
-            config_path, run_dir = self._make_config()
+            run = self._make_run()
         except UserError as e:
             self.banner.show_message("error", e.message, e.hint)
             return
         self._reset_view()
-        self._launch(Path(run_dir), ["train", str(config_path)])
+        self._launch(run.path, ["train", str(run.config)])
 
     def resume(self) -> None:
         run_dir = self._resume_target()
         if self.runner.is_running() or run_dir is None:
             return
         self.show_run(run_dir)  # the chart and samples so far; the engine continues from its checkpoint
-        self._launch(run_dir, ["train", str(run_dir / "config.toml"), "--resume"])
+        self._launch(run_dir, ["train", str(RunDir(run_dir).config), "--resume"])
 
     def apply_fix(self, changes: dict) -> None:
-        """Write an error's suggested settings into the shown run's config.toml (the project's settings
+        """Write an error's suggested settings into the shown run's own settings (the project's settings
         follow through `fix_applied`), then run it again: from its last checkpoint, or from step 0 in the
         same folder when it has none (a new run per attempt would only leave failed runs behind)."""
         run_dir = self._run_dir
         if self.runner.is_running() or run_dir is None:
             return
-        path = run_dir / "config.toml"
+        path = RunDir(run_dir).config
         try:
             config_mod.save(with_changes(config_mod.load(path, check=False), changes), path)
         except (OSError, UserError) as err:
@@ -215,7 +216,7 @@ class RunPanel(QWidget):
         self.fix_applied.emit(dict(changes))
         self.show_run(run_dir)
         self._launch(run_dir, ["train", str(path), "--resume"])
-        self._trying_again = not checkpoint_steps(run_dir)
+        self._trying_again = not RunDir(run_dir).checkpoint_steps()
 
     def stop(self) -> None:
         if not self.runner.is_running():
@@ -232,7 +233,7 @@ class RunPanel(QWidget):
         self.runner.kill()
 
     def show_run(self, run_dir: Path) -> None:
-        """Show a past run from its events.jsonl: loss chart, samples, progress, and how it ended."""
+        """Show a past run from its event log: loss chart, samples, progress, and how it ended."""
         run_dir = Path(run_dir)
         if self.runner.is_running():
             if run_dir != self._run_dir:
@@ -241,7 +242,7 @@ class RunPanel(QWidget):
         self._reset_view()
         self._run_dir = run_dir
         points, last_progress, total = [], None, 0
-        for e in ev.read_jsonl(run_dir / "events.jsonl"):
+        for e in RunDir(run_dir).read_events():
             match e:
                 case ev.Started():
                     total = e.total_steps
@@ -345,7 +346,7 @@ class RunPanel(QWidget):
         action = None
         if e.fix and self._run_dir is not None:
             # A run that failed before its first checkpoint has nothing to resume: it starts again from 0.
-            label = "Apply and resume" if checkpoint_steps(self._run_dir) else "Apply and try again"
+            label = "Apply and resume" if RunDir(self._run_dir).checkpoint_steps() else "Apply and try again"
             action = (label, lambda: self.apply_fix(e.fix))
         self.banner.show_message("error", e.message, e.hint, action=action)
 
@@ -357,7 +358,7 @@ class RunPanel(QWidget):
             return f"Finished: {step:,} steps.{saved}"
         if status == "stopped":
             return f"Stopped at step {step:,}.{saved} Resume continues from there."
-        if self._run_dir is not None and checkpoint_steps(self._run_dir):
+        if self._run_dir is not None and RunDir(self._run_dir).checkpoint_steps():
             return "Training did not finish. Resume continues from the last checkpoint."
         return "Training did not finish."
 
@@ -381,16 +382,16 @@ class RunPanel(QWidget):
         self.progress_bar.setFormat("")
 
     def _resume_target(self) -> Path | None:
-        if self._run_dir is not None and summarize_run(self._run_dir).resumable:
+        if self._run_dir is not None and summarize(RunDir(self._run_dir)).resumable:
             return self._run_dir
-        runs = list_runs(self._runs_dir) if self._runs_dir else []
+        runs = summaries(self._runs_dir)
         return next((r.run_dir for r in runs if r.resumable), None)
 
     def _update_buttons(self) -> None:
         running = self.runner.is_running()
         stopping = running and self.runner.is_stopping()
         resume_dir = None if running else self._resume_target()
-        self.start_button.setEnabled(not running and self._make_config is not None)
+        self.start_button.setEnabled(not running and self._make_run is not None)
         self.stop_button.setEnabled(running)
         self.stop_button.setText("Force stop" if stopping else "Stop")
         self.resume_button.setEnabled(resume_dir is not None)
@@ -398,7 +399,7 @@ class RunPanel(QWidget):
                                       else "No stopped run to continue")
         self.sample_button.setEnabled(running and not stopping)
         self.save_button.setEnabled(running and not stopping)
-        can_export = not running and self._run_dir is not None and bool(checkpoint_steps(self._run_dir))
+        can_export = not running and self._run_dir is not None and bool(RunDir(self._run_dir).checkpoint_steps())
         self.export_button.setEnabled(can_export)
         self.compare_button.setEnabled(can_export)
 

@@ -11,7 +11,8 @@ from PySide6.QtCore import Qt
 from lora_studio.core import config as config_mod
 from lora_studio.core import events as ev
 from lora_studio.core.errors import UserError
-from lora_studio.gui.run.history import RunHistory, summarize_run
+from lora_studio.core.runs import RunDir, summarize
+from lora_studio.gui.run.history import RunHistory
 from lora_studio.gui.run.panel import RunPanel, format_eta, progress_text
 
 
@@ -32,9 +33,8 @@ def panel(qtbot, runs_dir):
     panel.gallery._loader.wait(5_000)
 
 
-def _fresh_run(runs_dir: Path, run_id: str) -> tuple[Path, Path]:
-    run_dir = make_run_dir(runs_dir, run_id)
-    return run_dir / "config.toml", run_dir
+def _fresh_run(runs_dir: Path, run_id: str) -> RunDir:
+    return RunDir(make_run_dir(runs_dir, run_id))
 
 
 def test_a_run_fills_progress_chart_and_gallery(qtbot, panel, runs_dir):
@@ -155,7 +155,7 @@ def test_stop_then_resume_continues_the_same_run(qtbot, panel, runs_dir):
         qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
         assert panel.stop_button.text() == "Force stop"
     assert finished.args == [runs_dir / "run-1", "stopped"]
-    stopped_at = summarize_run(runs_dir / "run-1").step
+    stopped_at = summarize(RunDir(runs_dir / "run-1")).step
     assert panel.status_label.text().startswith(f"Stopped at step {stopped_at}.")
     assert panel.resume_button.isEnabled() and panel.start_button.isEnabled()
 
