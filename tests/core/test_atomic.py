@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from lora_studio.core.atomic import atomic_write, atomic_write_bytes, atomic_write_text
+from lora_studio.core.atomic import atomic_write, atomic_write_bytes, atomic_write_text, is_temp_name, sweep, temp_dir_for
 
 
 def mode(path):
@@ -61,3 +61,29 @@ def test_a_write_that_runs_out_of_room_names_the_target_and_keeps_the_old_file(t
     assert raised.value.errno == errno.EFBIG and raised.value.filename == str(target)  # not the temp file's name
     assert target.read_bytes() == b"the old file"
     assert [p.name for p in tmp_path.iterdir()] == ["my_style.safetensors"]
+
+
+def test_the_temp_names_of_atomic_writes_are_recognised_and_nothing_else(tmp_path):
+    seen = []
+    atomic_write(tmp_path / "tstyle.safetensors", lambda tmp: (seen.append(tmp.name), tmp.write_bytes(b"x")))
+    assert seen[0].startswith(".tstyle.safetensors.") and is_temp_name(seen[0])
+    assert is_temp_name(temp_dir_for(tmp_path / "checkpoints" / "step_000005").name)  # .step_000005.tmp
+    for name in (".config.toml.ab_c1234.tmp", ".step_000006_p0_s1234.png.k2j3h4g5.tmp", ".step_000005.tmp"):
+        assert is_temp_name(name), name
+    for name in ("config.toml", "x.tmp", ".tmp", ".DS_Store", ".hidden", "step_000005", "notes.tmp.txt", "._img.png"):
+        assert not is_temp_name(name), name
+
+
+def test_sweep_removes_leftover_temp_files_and_folders_only(tmp_path):
+    (tmp_path / ".step_000005.tmp").mkdir()
+    (tmp_path / ".step_000005.tmp" / "lora.safetensors").write_bytes(b"half")
+    (tmp_path / ".config.toml.ab_c1234.tmp").write_text("half")
+    kept = [tmp_path / "config.toml", tmp_path / "x.tmp", tmp_path / ".hidden", tmp_path / "sub" / ".a.b1234567.tmp"]
+    for p in kept:
+        p.parent.mkdir(exist_ok=True)
+        p.write_text("keep")
+    removed = sweep(tmp_path)
+    assert sorted(p.name for p in removed) == [".config.toml.ab_c1234.tmp", ".step_000005.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", "config.toml", "sub", "x.tmp"]
+    assert all(p.read_text() == "keep" for p in kept)  # one folder only: sub/ is not swept
+    assert sweep(tmp_path / "missing") == []

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from lora_studio.core import atomic
 from lora_studio.core import events as ev
 from lora_studio.core.errors import UserError
 from lora_studio.engine.tensor_files import save_safetensors, save_torch, write_bytes
@@ -76,16 +77,18 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def temp_dir_for(final: Path) -> Path:
-    """The hidden folder a checkpoint is written into before it is renamed into place."""
-    return final.with_name(f".{final.name}.tmp")
+def sweep_leftovers(run_dir: Path) -> list[Path]:
+    """Remove what writes killed mid-way left in the run's folders (a checkpoint's temp folder, a temp
+    config, sample or export file): a resume or a new start is the only writer then."""
+    run_dir = Path(run_dir)
+    return [p for folder in (run_dir, run_dir / "samples", checkpoints_dir(run_dir)) for p in atomic.sweep(folder)]
 
 
 def save(run_dir: Path, step: int, lora: dict[str, torch.Tensor], optimizer, lr_scheduler, state: dict, keep: int) -> Path:
     root = checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
-    tmp = temp_dir_for(final)
+    tmp = atomic.temp_dir_for(final)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:

@@ -62,6 +62,7 @@ def _prepare_run_dir(cfg: Config, resume: bool) -> Path:
             code="run_exists",
         )
     run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint.sweep_leftovers(run_dir)  # an earlier process of this run killed mid-write left them
     (run_dir / "samples").mkdir(exist_ok=True)
     config_mod.save(cfg, run_dir / "config.toml")
     return run_dir

@@ -233,3 +233,36 @@ def test_the_cli_reports_a_run_config_that_is_not_utf8_as_bad_config(run_copy):
     assert code == 1
     (error,) = [e for e in events if isinstance(e, ev.Error)]
     assert error.code == "bad_config" and "not UTF-8" in error.message
+
+
+# --- leftovers of interrupted writes -------------------------------------------------------------
+
+LEFTOVERS = ("checkpoints/.step_000008.tmp/lora.safetensors", ".config.toml.ab_c1234.tmp",
+             "samples/.step_000006_p0_s1234.png.k2j3h4g5.tmp", ".tstyle.safetensors.zz9_xx00.tmp")
+NOT_LEFTOVERS = ("notes.txt", "samples/keep.png", "checkpoints/README", ".hidden", "x.tmp")
+
+
+def plant(run_dir: Path, names) -> None:
+    for name in names:
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_bytes(b"half-written")
+
+
+def test_a_resume_sweeps_the_leftovers_of_killed_writes_and_ends_bit_identical(tiny_model_dir, dataset, run_copy, straight_lora):
+    plant(run_copy, LEFTOVERS + NOT_LEFTOVERS)
+    finished, _ = resume(tiny_config(tiny_model_dir, dataset, run_copy, train=TRAIN))
+    assert finished.status == "completed" and finished.step == 8
+    assert not [p for p in run_copy.rglob("*") if p.name.endswith(".tmp") and p.name.startswith(".")]
+    assert all((run_copy / name).read_bytes() == b"half-written" for name in NOT_LEFTOVERS)
+    resumed = load_file(checkpoint.list_checkpoints(run_copy)[-1][1] / "lora.safetensors")
+    assert resumed.keys() == straight_lora.keys() and all(torch.equal(resumed[k], straight_lora[k]) for k in resumed)
+
+
+def test_a_new_start_sweeps_its_own_folder_only(tiny_model_dir, dataset, tmp_path):
+    run_dir, neighbour = tmp_path / "killed-before-a-checkpoint", tmp_path / "another-run"
+    plant(run_dir, (".config.toml.ab_c1234.tmp", "samples/.step_000000_p0_s1234.png.k2j3h4g5.tmp", "notes.txt"))
+    plant(neighbour, (".config.toml.ab_c1234.tmp",))
+    train(tiny_config(tiny_model_dir, dataset, run_dir, train={"max_steps": 2}), ev.ListSink())
+    assert not (run_dir / ".config.toml.ab_c1234.tmp").exists()
+    assert not (run_dir / "samples" / ".step_000000_p0_s1234.png.k2j3h4g5.tmp").exists()
+    assert (run_dir / "notes.txt").exists() and (neighbour / ".config.toml.ab_c1234.tmp").exists()
