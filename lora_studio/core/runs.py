@@ -91,6 +91,12 @@ class CheckpointDir:
     def is_complete(self) -> bool:
         return self.state.is_file() and self.lora.is_file()
 
+    @classmethod
+    def at(cls, path: Path) -> CheckpointDir | None:
+        """The checkpoint a folder's name says it is (complete or not), or None for any other folder."""
+        m = _STEP_DIR.fullmatch(Path(path).name)
+        return cls(int(m.group(1)), Path(path)) if m else None
+
 
 @dataclass(frozen=True)
 class RunDir:
@@ -191,20 +197,11 @@ class RunDir:
     def checkpoint(self, step: int) -> CheckpointDir:
         return CheckpointDir(step, self.checkpoints_dir / f"step_{step:06d}")
 
-    def checkpoint_temp(self, step: int) -> Path:
-        """Where a checkpoint is written before it is renamed into place (hidden, never listed)."""
-        return self.checkpoints_dir / f".step_{step:06d}.tmp"
-
     def checkpoints(self) -> list[CheckpointDir]:
         """Every complete checkpoint, oldest first."""
         if not self.checkpoints_dir.is_dir():
             return []
-        found = []
-        for d in self.checkpoints_dir.iterdir():
-            m = _STEP_DIR.fullmatch(d.name)
-            if m and (ckpt := CheckpointDir(int(m.group(1)), d)).is_complete():
-                found.append(ckpt)
-        return sorted(found)
+        return sorted(c for d in self.checkpoints_dir.iterdir() if (c := CheckpointDir.at(d)) is not None and c.is_complete())
 
     def checkpoint_steps(self) -> tuple[int, ...]:
         return tuple(c.step for c in self.checkpoints())

@@ -119,7 +119,7 @@ def _render(run_dir: Path, sink: StreamSink, commands: StdinCommands, **options)
     if "stop" in commands.poll():
         return "stopped"  # before the model loads (seconds to minutes) and before any folder is made
     out_dir = _new_dir(RunDir(run_dir).compare_dir)
-    sink.attach_run_dir(out_dir)  # the grid keeps its own log; the run's events.jsonl stays the training's
+    sink.attach_run_dir(out_dir)  # the grid keeps its own log; the run's own stays the training's
     state = json.loads(chosen[0][1].state.read_text(encoding="utf-8"))
     settings.update(model_kind=state.get("model_kind", ""), rank=state["rank"], alpha=state["alpha"])
     grid = {"version": 1, "run_dir": str(run_dir), "status": "running", "settings": settings, "cells": []}

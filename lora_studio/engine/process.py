@@ -252,7 +252,7 @@ def _file_error(e: OSError) -> ev.Error:
 
 
 def _config_file(path: Path) -> Path:
-    """A project folder means its lora_studio.toml, a run folder its config.toml: what an artist types."""
+    """A project folder means its lora_studio.toml, a run folder its own settings: what an artist types."""
     from lora_studio.core.project import PROJECT_FILE
 
     if path.is_dir():

@@ -12,7 +12,7 @@ import pytest
 from lora_studio.core import events as ev
 from lora_studio.core.config import Config
 from lora_studio.core.errors import ConfigError
-from lora_studio.core.runs import RunDir, SampleFile, list_runs, sample_name, summaries, summarize
+from lora_studio.core.runs import CheckpointDir, RunDir, SampleFile, list_runs, sample_name, summaries, summarize
 
 
 @pytest.fixture
@@ -40,7 +40,6 @@ def test_the_folder_layout(tmp_path):
     assert run.sample(200, 1, 42) == run.path / "samples" / "step_000200_p1_s42.png"
     assert run.checkpoint(200).path == run.path / "checkpoints" / "step_000200"
     assert run.checkpoint(200).lora.name == "lora.safetensors" and run.checkpoint(200).state.name == "state.json"
-    assert run.checkpoint_temp(200) == run.path / "checkpoints" / ".step_000200.tmp"
     assert run.ranking == run.path / "ranking.json"
     assert run.export_file("my_style") == run.path / "my_style.safetensors"
     assert run.export_file("my_style", 200) == run.path / "my_style-step000200.safetensors"
@@ -89,13 +88,15 @@ def test_a_checkpoint_is_a_step_folder_with_weights_and_state(tmp_path):
     _checkpoint(run, 40)
     _checkpoint(run, 60, lora=False)  # being written, or damaged: not a checkpoint
     _checkpoint(run, 80, state=False)
-    run.checkpoint_temp(100).mkdir()
+    (run.checkpoints_dir / ".step_000100.tmp").mkdir()  # a checkpoint being written
     (run.checkpoints_dir / "step_12").mkdir()  # not the engine's name
     (run.checkpoints_dir / "step_12" / "lora.safetensors").write_bytes(b"")
     (run.checkpoints_dir / "step_12" / "state.json").write_text("{}")
     assert [c.step for c in run.checkpoints()] == [20, 40]
     assert run.checkpoint_steps() == (20, 40)
     assert run.checkpoints()[0].path == run.checkpoints_dir / "step_000020"
+    assert CheckpointDir.at(run.checkpoints_dir / "step_000060") == CheckpointDir(60, run.checkpoints_dir / "step_000060")
+    assert CheckpointDir.at(run.checkpoints_dir / "step_12") is None
 
 
 def test_sample_names_read_back(tmp_path):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from pathlib import Path
 
 import torch
@@ -24,10 +23,10 @@ from lora_studio.core.config import Config
 from lora_studio.core.dataset import scan
 from lora_studio.core.images import ImageError, load_rgb
 from lora_studio.core.ranking import CheckpointScore, Recommendation, recommend
+from lora_studio.core.runs import RunDir, SampleFile
 from lora_studio.engine.evaluate import prompts as prompt_score
 from lora_studio.engine.evaluate import style
 
-_SAMPLE_NAME = re.compile(r"^step_(\d+)_p(\d+)_s(-?\d+)\.png$")
 MAX_DATA_IMAGES = 64  # the training set's look is a mean: 64 pictures pin it down
 
 
@@ -35,10 +34,8 @@ def samples_by_step(samples_dir: Path) -> dict[int, list[tuple[Path, int]]]:
     """{step: [(picture, prompt index)]} of a run's samples folder."""
     found: dict[int, list[tuple[Path, int]]] = {}
     if Path(samples_dir).is_dir():
-        for p in sorted(Path(samples_dir).iterdir()):
-            m = _SAMPLE_NAME.match(p.name)
-            if m:
-                found.setdefault(int(m.group(1)), []).append((p, int(m.group(2))))
+        for s in sorted(s for p in Path(samples_dir).iterdir() if (s := SampleFile.parse(p)) is not None):
+            found.setdefault(s.step, []).append((s.path, s.index))
     return found
 
 
@@ -123,17 +120,17 @@ def rank_trained_run(trainer, cfg: Config, run_dir: Path, steps: list[int]) -> R
     """At the end of a run: rank its kept checkpoints by the samples it made, judged by the base model."""
     m = trainer.models
     with base_model([m.unet, *m.text_encoders]):
-        return rank_samples(m, cfg, Path(run_dir) / "samples", steps, Path(run_dir) / "events.jsonl")
+        return rank_samples(m, cfg, RunDir(run_dir).samples_dir, steps, RunDir(run_dir).events)
 
 
 def save_ranking(run_dir: Path, rec: Recommendation) -> Path:
-    path = Path(run_dir) / "ranking.json"
+    path = RunDir(run_dir).ranking
     atomic_write_text(path, json.dumps(rec.to_json(), indent=1))
     return path
 
 
 def load_ranking(run_dir: Path) -> Recommendation | None:
     try:
-        return Recommendation.from_json(json.loads((Path(run_dir) / "ranking.json").read_text(encoding="utf-8")))
+        return Recommendation.from_json(json.loads(RunDir(run_dir).ranking.read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import shutil
 import sys
 import time
@@ -22,13 +21,13 @@ import torch
 
 from lora_studio.core.atomic import atomic_write
 from lora_studio.core.errors import UserError
+from lora_studio.core.runs import RunDir
 from lora_studio.engine.export import kohya
 from lora_studio.engine.training import checkpoint
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 PARTS = ("unet", "te1", "te2")
 THUMBNAIL_SIDE = 256
-_SAMPLE = re.compile(r"step_(\d+)_p(\d+)_s(\d+)\.png$")
 
 
 @dataclass
@@ -59,7 +58,7 @@ def to_kohya(lora: dict[str, torch.Tensor], model_kind: str, alpha: float, dtype
         else:
             raise UserError(
                 f"The checkpoint has a tensor this version cannot export: {key}.",
-                hint="Export a checkpoint written by LoRA Studio (checkpoints/step_N/lora.safetensors).",
+                hint="Export a checkpoint LoRA Studio wrote (one of the run's own checkpoints).",
                 code="bad_checkpoint",
             )
     out: dict[str, torch.Tensor] = {}
@@ -123,43 +122,29 @@ def checkpoint_steps(run_dir: Path) -> list[int]:
 
 def newest_sample(run_dir: Path, step: int) -> Path | None:
     """The newest sample image at or before `step` (its first prompt), for the preview."""
-    best: tuple[int, int, int] | None = None
-    found = None
-    folder = Path(run_dir) / "samples"
-    if folder.is_dir():
-        for p in folder.iterdir():
-            m = _SAMPLE.match(p.name)
-            if not m:
-                continue
-            s, prompt, seed = (int(g) for g in m.groups())
-            rank = (s, -prompt, -seed)
-            if s <= step and (best is None or rank > best):
-                best, found = rank, p
-    return found
+    earlier = [s for s in RunDir(run_dir).sample_files() if s.step <= step]
+    return max(earlier, key=lambda s: (s.step, -s.index, -s.seed)).path if earlier else None
 
 
 def default_out(run_dir: Path, cfg, state: dict) -> Path:
     # The end-of-run file is `<name>.safetensors`; any earlier step says which one it is.
-    name = cfg.output.name
-    if state["step"] >= state.get("max_steps", cfg.train.max_steps):
-        return Path(run_dir) / f"{name}.safetensors"
-    return Path(run_dir) / f"{name}-step{state['step']:06d}.safetensors"
+    last = state["step"] >= state.get("max_steps", cfg.train.max_steps)
+    return RunDir(run_dir).export_file(cfg.output.name, None if last else state["step"])
 
 
 def _load_run(run_dir: Path, step: int | None):
     """(run config, state, LoRA weights, step, warnings) of the checkpoint to export: `step`, or the newest
     intact one (with a warning for each newer damaged one). A damaged `step` is refused: it says so."""
-    from lora_studio.core import config
-
     run_dir = Path(run_dir)
-    if not (run_dir / "config.toml").is_file():
-        raise UserError(f"{run_dir} is not a training run (it has no config.toml).", hint="Pass the run folder, e.g. MyStyle/runs/<run-id>.", code="not_a_run")
+    run = RunDir(run_dir)
+    if not run.is_run():
+        raise UserError(f"{run_dir} is not a training run (it has no {run.config.name}).", hint="Pass the run folder, e.g. MyStyle/runs/<run-id>.", code="not_a_run")
     found = dict(checkpoint.list_checkpoints(run_dir))
     if not found:
         raise UserError(f"The run {run_dir} has no checkpoints yet.", hint="Let training reach its first checkpoint (train.checkpoint_every), or press Save now.", code="no_checkpoints")
     if step is not None and step not in found:
         raise UserError(f"The run has no checkpoint at step {step}.", hint=f"Available steps: {', '.join(map(str, sorted(found)))}.", code="unknown_step")
-    cfg = config.load(run_dir / "config.toml", check=False)
+    cfg = run.load_config()
     if step is not None:
         try:
             saved = checkpoint.load(found[step], weights_only=True)
