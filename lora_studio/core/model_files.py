@@ -7,14 +7,14 @@ from __future__ import annotations
 import functools
 import json
 import math
-import struct
 from pathlib import Path
 from typing import Any
 
+from lora_studio.core import safetensors_file
+from lora_studio.core.errors import Problem
 from lora_studio.core.fit import ARCHS
 from lora_studio.core.model_kinds import LABELS
 
-MAX_HEADER_BYTES = 100_000_000
 LDM_UNET_PREFIX = "model.diffusion_model."
 # A UNet within this share of a standard architecture's parameter count is that architecture (fine-tunes
 # and merges have exactly its count; pruned or fp16 files only change the bytes, not the count).
@@ -36,17 +36,70 @@ def safetensors_header(path: Path) -> dict[str, Any]:
 @functools.lru_cache(maxsize=16)
 def _read_header(path: str, _size: int, _mtime_ns: int) -> dict[str, Any]:
     try:
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            if n > MAX_HEADER_BYTES:
-                return {}
-            header = json.loads(f.read(n))
-    except (OSError, ValueError, struct.error):
-        return {}
-    if not isinstance(header, dict):
+        header = safetensors_file.read_header(path)
+    except (OSError, ValueError):  # DamagedFile is a ValueError: damaged_model() says why
         return {}
     header.pop("__metadata__", None)
     return header
+
+
+@functools.lru_cache(maxsize=64)
+def _damage(path: str, _size: int, _mtime_ns: int) -> str | None:
+    try:
+        safetensors_file.read_header(path)
+    except safetensors_file.DamagedFile as e:
+        return e.reason
+    except OSError:
+        return None  # a file that cannot be opened is not damaged; loading it says what is wrong
+    return None
+
+
+def _file_damage(path: Path) -> str | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return _damage(str(path), st.st_size, st.st_mtime_ns)
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The .safetensors files of one diffusers component folder (unet/, vae/, text_encoder/ …)."""
+    for index in folder.glob("*.safetensors.index.json"):
+        try:
+            return [folder / s for s in sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))]
+        except (OSError, ValueError, AttributeError):
+            return []
+    return sorted(folder.glob("*.safetensors"))
+
+
+def damaged_model(base: str | Path) -> str | None:
+    """A sentence when the model at `base` (a .safetensors file, or a diffusers folder's weight files) is
+    damaged: the header names tensors the file does not hold, as a cut-short download does. It continues
+    the field's name ("Base model is damaged …"); None when nothing is wrong that the headers can show.
+    Headers only: quick enough for each change of the model picker."""
+    path = Path(base).expanduser()
+    if path.is_file() and path.suffix.lower() == ".safetensors":
+        reason = _file_damage(path)
+        return f"is damaged and cannot be read ({path.name}: {reason}); download the model again." if reason else None
+    if path.is_dir() and (path / "model_index.json").is_file():
+        for folder in sorted(p for p in path.iterdir() if p.is_dir()):
+            for file in _weight_files(folder):
+                reason = _file_damage(file)
+                if reason:
+                    return (f"is damaged and cannot be read ({folder.name}/{file.name}: {reason}); "
+                            "download the model again.")
+    return None
+
+
+def model_problems(cfg: Any) -> list[Problem]:
+    """The damaged model files of the settings (base model, VAE), as problems of their keys: the app shows
+    them under the model picker and before Start, the moment the model is chosen."""
+    problems = []
+    for key, value in (("model.base", cfg.model.base), ("model.vae", cfg.model.vae)):
+        damage = damaged_model(value) if value.strip() else None
+        if damage:
+            problems.append(Problem(key, damage))
+    return problems
 
 
 def _base_path(cfg: Any) -> Path | None:

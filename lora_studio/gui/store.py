@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from lora_studio.core import config as config_mod
+from lora_studio.core import model_files
 from lora_studio.core.config import Config
 from lora_studio.core.errors import Problem
 from lora_studio.core.project import Project
@@ -95,6 +96,7 @@ class ConfigStore(QObject):
 
     def _revalidate(self) -> None:
         problems = [p for p in config_mod.validate(self.config) if p.key not in RUN_ONLY_KEYS]
+        problems += model_files.model_problems(self.config)  # a damaged model is said when it is picked
         if problems != self.problems:
             self.problems = problems
             self.problems_changed.emit()

@@ -60,3 +60,29 @@ def test_a_small_test_model_gets_no_estimate_and_a_standard_one_does(tmp_path):
     assert note.endswith("it needs less memory")
     # The shipped configs hold no weights: nothing to count, so the estimate stands.
     assert model_files.nonstandard_size(Config().replace(model={"base": str(resource("models", "sd1"))})) is None
+
+
+def test_a_damaged_model_is_named_when_it_is_picked(tmp_path):
+    single = tmp_path / "sd15.safetensors"
+    _safetensors(single, {"model.diffusion_model.input_blocks.0.0.weight": [320, 4, 3, 3]})
+    assert model_files.damaged_model(single) is None
+    single.write_bytes(single.read_bytes()[:-100])  # a download cut short
+    note = model_files.damaged_model(single)
+    assert note.startswith("is damaged and cannot be read (sd15.safetensors: it is 100 bytes shorter than its header says")
+    assert note.endswith("download the model again.")
+    assert model_files.unet_parameters(Config().replace(model={"base": str(single)})) is None  # no count from a damaged file
+
+    folder = tmp_path / "diffusers"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "model_index.json").write_text("{}")
+    _safetensors(folder / "unet" / "diffusion_pytorch_model.safetensors", {"conv_in.weight": [320, 4, 3, 3]})
+    _safetensors(folder / "text_encoder" / "model.safetensors", {"w": [8, 8]})
+    assert model_files.damaged_model(folder) is None
+    lora = folder / "text_encoder" / "model.safetensors"
+    raw = bytearray(lora.read_bytes())
+    n = int.from_bytes(raw[:8], "little")
+    lora.write_bytes(bytes(raw[: 8 + n]) + bytes(raw[8 + n:]) + b"\0" * 3)
+    assert "(text_encoder/model.safetensors: the file has 3 bytes after its last tensor)" in model_files.damaged_model(folder)
+    problems = model_files.model_problems(Config().replace(model={"base": str(folder), "vae": str(single)}))
+    assert [p.key for p in problems] == ["model.base", "model.vae"]
+    assert model_files.model_problems(Config()) == [] and model_files.damaged_model(tmp_path / "missing") is None

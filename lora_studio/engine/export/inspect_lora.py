@@ -2,7 +2,8 @@
 
 Reads kohya files (ours, sd-scripts, most of Civitai), peft/diffusers files (`unet.…lora_A.weight`),
 LyCORIS/LoCon extras (reported, not understood) and files without metadata. Only the header is read
-for names and shapes; alphas are read from the file's few 0-dim tensors.
+for names and shapes (checked against the file's size first, so a damaged file is refused as training
+refuses it, not shown as a LoRA); alphas are read from the file's few 0-dim tensors.
 """
 
 from __future__ import annotations
@@ -108,8 +109,11 @@ def inspect_file(path: str | Path, base: str | Path | None = None) -> dict[str, 
         raise UserError(f"{path} does not exist.", hint="Pass the path of a .safetensors LoRA file.", code="file_not_found")
     try:
         header = kohya.read_header(path)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path.name} is not a safetensors file ({e}).", hint="inspect reads .safetensors LoRA files only.", code="bad_file") from None
+    except OSError as e:
+        raise UserError(f"{path.name} cannot be read ({e.strerror or e}).", hint="Check the file's permissions.", code="bad_file") from None
+    except ValueError as e:  # as training says it: the header names tensors the file does not hold
+        raise UserError(f"{path.name} cannot be read as a .safetensors file ({e}).",
+                        hint="Download the model again; the file may be incomplete or damaged.", code="bad_file") from None
     raw_md = header.get("__metadata__")
     md = {k: v for k, v in raw_md.items() if isinstance(v, str)} if isinstance(raw_md, dict) else {}
     keys = [k for k in header if k != "__metadata__"]

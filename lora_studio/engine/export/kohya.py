@@ -16,6 +16,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+from lora_studio.core import safetensors_file
 from lora_studio.core.model_kinds import KINDS
 
 PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
@@ -273,15 +274,6 @@ def legacy_hash(path: str | Path) -> str:
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
-    """The raw safetensors header (JSON), read as ComfyUI does, without trusting its value types."""
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) != 8:
-            raise ValueError("the file is too short to be a safetensors file")
-        n = int.from_bytes(raw, "little")
-        if n <= 0 or n > 100 * 1024 * 1024:
-            raise ValueError("the header length is not plausible")
-        header = json.loads(f.read(n))
-    if not isinstance(header, dict):
-        raise ValueError("the header is not a JSON object")
-    return header
+    """The raw safetensors header (JSON), its value types not trusted beyond what the layout check needs:
+    a ValueError (core.safetensors_file.DamagedFile) for a file whose tensors do not fit in it."""
+    return safetensors_file.read_header(path)

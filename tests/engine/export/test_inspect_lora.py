@@ -115,3 +115,33 @@ def test_not_a_lora_file(tmp_path):
         inspect_file(tmp_path / "x.safetensors")
     with pytest.raises(UserError):
         inspect_file(tmp_path / "missing.safetensors")
+
+
+def _cut(src, dst, keep):
+    dst.write_bytes(src.read_bytes()[:keep])
+    return dst
+
+
+def test_a_damaged_lora_cannot_be_read_as_training_says(ours, tmp_path, capsys):
+    import struct
+
+    from lora_studio.cli import main
+
+    _, lora = ours
+    truncated = _cut(lora, tmp_path / "cut.safetensors", lora.stat().st_size - 1000)
+    with pytest.raises(UserError) as e:
+        inspect_file(truncated)
+    assert e.value.message.startswith("cut.safetensors cannot be read as a .safetensors file (it is 1,000 bytes shorter than its header says")
+    assert e.value.hint.startswith("Download the model again")
+    # A shape whose size overflows anything the file could hold, in a header that is otherwise whole.
+    raw = lora.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    key = next(k for k in header if k.endswith("lora_down.weight"))
+    header[key]["shape"] = [1 << 62, 1 << 62]
+    blob = json.dumps(header).encode()
+    (tmp_path / "huge.safetensors").write_bytes(struct.pack("<Q", len(blob)) + blob + raw[8 + n:])
+    assert main(["inspect", str(tmp_path / "huge.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "huge.safetensors cannot be read as a .safetensors file" in err and "does not match its" in err
+    assert "download the model again" in err.lower()

@@ -135,3 +135,16 @@ def test_advanced_section_is_built_on_demand(qtbot, tmp_path, isolated_settings)
     assert store.get("train.lr_scheduler") == "linear"
     panel.advanced_widgets["dataset.flip"].setChecked(True)
     assert store.get("dataset.flip") is True
+
+
+def test_picking_a_damaged_model_says_so_at_once(qtbot, tmp_path, isolated_settings):
+    project, store, panel = _panel(qtbot, tmp_path, find_models=False)
+    panel.show()
+    model = tmp_path / "sd15.safetensors"
+    header = b'{"model.diffusion_model.conv_in.weight": {"dtype": "F16", "shape": [320, 4, 3, 3], "data_offsets": [0, 23040]}}'
+    model.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 1000)  # a download cut short
+    store.set("model.base", str(model))
+    qtbot.waitUntil(lambda: bool(store.problems))
+    shown = [w.text() for w in panel.findChildren(type(panel.budget)) if w.objectName() == "problem" and w.isVisible()]
+    assert any(t.startswith("This is damaged and cannot be read (sd15.safetensors: it is 22,040 bytes shorter than its header says")
+               and t.endswith("download the model again.") for t in shown), shown
