@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from lora_studio.core.config import Config, smallest_bucket_side
 from lora_studio.core.errors import UserError
 
 if TYPE_CHECKING:
-    from lora_studio.core.config import Config
     from lora_studio.core.dataset import ImageItem
 
 Bucket = tuple[int, int]  # (width, height)
@@ -38,7 +38,7 @@ def make_buckets(resolution: int, min_side: int = 256, max_side: int = 1024, ste
     high = (max_side // step) * step
     if low > high:
         raise UserError(
-            f"dataset.min_bucket_side ({min_side}) and dataset.max_bucket_side ({max_side}) leave no side that is a "
+            f"{{dataset.min_bucket_side}} ({min_side}) and {{dataset.max_bucket_side}} ({max_side}) leave no side that is a "
             f"multiple of {step}; widen the range.",
             code="bad_buckets",
         )
@@ -55,16 +55,17 @@ def make_buckets(resolution: int, min_side: int = 256, max_side: int = 1024, ste
     if not buckets:
         raise UserError(
             f"No bucket of at least {low} px per side fits {resolution}×{resolution} pixels; "
-            "lower dataset.min_bucket_side or raise train.resolution.",
+            "lower {dataset.min_bucket_side} or raise {train.resolution}.",
             code="bad_buckets",
         )
     return sorted(buckets)
 
 
 def buckets_for(cfg: Config) -> list[Bucket]:
-    """The buckets a config trains with: train.resolution and the dataset.*_bucket_* keys."""
+    """The buckets a config trains with: train.resolution and the dataset.*_bucket_* keys (an automatic
+    smallest side follows the resolution)."""
     d = cfg.dataset
-    return make_buckets(cfg.train.resolution, d.min_bucket_side, d.max_bucket_side, d.bucket_step)
+    return make_buckets(cfg.train.resolution, smallest_bucket_side(cfg), d.max_bucket_side, d.bucket_step)
 
 
 def nearest_bucket(width: int, height: int, buckets: Iterable[Bucket]) -> Bucket:

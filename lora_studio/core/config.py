@@ -2,6 +2,10 @@
 
 The TOML keys are a public contract (scripts and the app write them). Validation returns every problem
 at once, each naming the key and the fix, so the artist fixes a config in one pass.
+
+Each key is declared once, as a `setting(default, label, help, min=, max=, choices=)` field of its
+section: the label and help the app shows, the range validation checks and the editors allow. A new key
+is one such field (plus, to show it in the app, its place in gui/settings/fields.py's layout).
 """
 
 from __future__ import annotations
@@ -27,94 +31,131 @@ from lora_studio.core.model_kinds import KINDS
 SCHEMA_VERSION = 1
 
 
+def setting(default: Any = dataclasses.MISSING, label: str = "", help: str = "", *, min: float | None = None,
+            max: float | None = None, choices: tuple[str, ...] | None = None, out_of_range: str = "",
+            factory: Any = None) -> Any:
+    """A schema field that carries what the app shows and checks: its label, a line of help, the range an
+    artist can mistype (min, max; `out_of_range` replaces the plain "must be between" sentence) and the
+    fixed choices. `key_info(key)` reads it back; validation and the Settings tab both use it."""
+    meta = {"label": label, "help": help, "min": min, "max": max, "choices": choices, "out_of_range": out_of_range}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class ModelConfig:
-    base: str = ""  # a diffusers folder or a single .safetensors checkpoint
-    kind: str = "auto"  # auto | sd1 | sd2 | sdxl
-    prediction: str = "auto"  # auto | epsilon | v
-    clip_skip: int = 1
+    base: str = setting("", "Base model", "A diffusers model folder or a single .safetensors checkpoint.")
+    kind: str = setting("auto", "Model family", "auto reads it from the model.", choices=("auto", *KINDS))
+    prediction: str = setting("auto", "Prediction", "auto reads it from the model; v for SD2 768 models.",
+                              choices=("auto", "epsilon", "v"))
+    clip_skip: int = setting(1, "CLIP skip", "2 for many anime models.", min=1, max=12)
     # The pretrained VAE is used as it is; SDXL's fp16 VAE NaN problem is avoided by encoding in fp32.
-    vae: str = ""
+    vae: str = setting("", "VAE", "Leave empty to use the model's own.")
 
 
 @dataclass
 class DatasetConfig:
-    path: str = ""
-    default_caption: str = ""  # for images with no .txt sidecar
-    caption_extension: str = ".txt"
-    repeats: int = 1  # for images not in a kohya `N_name` folder
-    exclude: list[str] = field(default_factory=list)  # paths relative to `path` left out of training
-    shuffle_tags: bool = False
-    keep_tokens: int = 0  # keep the first N comma-separated tags in place when shuffling
-    caption_dropout: float = 0.0  # probability of training an image with an empty caption
-    flip: bool = False
-    random_crop: bool = False
-    min_bucket_side: int = 256
-    max_bucket_side: int = 1024
-    bucket_step: int = 64
+    path: str = setting("", "Image folder", "The folder that holds your images (and their .txt captions).")
+    default_caption: str = setting("", "Default caption", "For images without a caption file.")
+    caption_extension: str = setting(".txt", "Caption file extension", "The caption beside image.png is image.txt.")
+    repeats: int = setting(1, "Repeats", "Times each image is seen per epoch (N_name folders set their own).", min=1, max=10_000)
+    exclude: list[str] = setting(label="Excluded images", help="Images left out of training, relative to the image folder; the files are not touched.",
+                                 factory=list)
+    shuffle_tags: bool = setting(False, "Shuffle tags", "Shuffle comma-separated tags each time an image is seen.")
+    keep_tokens: int = setting(0, "Keep first tags", "Tags kept in place when shuffling (your trigger word).", min=0, max=1_000)
+    caption_dropout: float = setting(0.0, "Caption dropout", "Chance of training an image with no caption.", min=0.0, max=1.0)
+    flip: bool = setting(False, "Flip images", "Mirror images at random; doubles the variety for symmetric styles.")
+    random_crop: bool = setting(False, "Random crop", "Crop a random part of an image that is larger than its bucket, not the centre.")
+    # 0 is automatic (smallest_bucket_side): a fixed 256 would leave no bucket at all below 256 px.
+    min_bucket_side: int = setting(0, "Smallest bucket side", "Images train at shapes whose sides are at least this. 0 picks it "
+                                   "from the resolution: half of it, at most 256, in whole bucket steps.", min=0, max=4096)
+    max_bucket_side: int = setting(1024, "Largest bucket side", "No training shape has a side longer than this.", min=64, max=8192)
+    bucket_step: int = setting(64, "Bucket step", "Training shapes have sides that are multiples of this.", min=8, max=512)
+    # Held-out images, never trained on, for the validation loss: a fraction (< 1) or a count (>= 1) of the
+    # dataset's images chosen with train.seed, and/or a folder of its own (captioned like the dataset).
+    validation_split: float = setting(0.0, "Held-out images", "Images never trained on, for the validation loss: a share "
+                                      "(below 1) or a number (1 or more) of the images.", min=0.0, max=100_000)
+    validation_path: str = setting("", "Validation folder", "A folder of held-out images of its own, captioned like the dataset.")
 
 
 @dataclass
 class NetworkConfig:
-    rank: int = 16
-    alpha: float = 16.0
-    targets: str = "attention"  # attention | attention+ff
-    train_text_encoder: bool = False
-    text_encoder_lr: float = 5e-5
-    dropout: float = 0.0
+    rank: int = setting(16, "Rank", "How much the LoRA can hold. 16 is plenty for most styles; 32 for detailed ones.", min=1, max=1024)
+    alpha: float = setting(16.0, "Alpha", "Scales the LoRA's strength during training; alpha = rank is the usual choice.", min=1e-6, max=1e6)
+    targets: str = setting("attention", "Train layers", "Attention only is the classic style LoRA; +ff also trains feed-forward layers.",
+                           choices=("attention", "attention+ff"))
+    train_text_encoder: bool = setting(False, "Train the text encoder", "Also teach the text encoder; rarely needed for a style.")
+    text_encoder_lr: float = setting(5e-5, "Text encoder learning rate", "Used only when the text encoder trains.", min=0.0, max=1.0)
+    dropout: float = setting(0.0, "Dropout", "Randomly drops LoRA weights while training; 0 is usual.", min=0.0, max=0.9)
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 1500
+    max_steps: int = setting(1500, "Steps", "How long to train, in steps.", min=1, max=10_000_000)
     # 0: train max_steps steps. > 0: train this many whole epochs; the engine works out the steps from the
     # dataset when it starts (core/budget), so "10 epochs" stays 10 epochs after images are added.
-    epochs: int = 0
-    batch_size: int = 1
-    gradient_accumulation: int = 1
-    learning_rate: float = 1e-4
-    lr_scheduler: str = "constant"  # constant | cosine | linear
-    warmup_steps: int = 0
-    optimizer: str = "adamw"  # adamw | adamw8bit
-    weight_decay: float = 1e-2
-    max_grad_norm: float = 1.0
-    resolution: int = 512
-    seed: int = 42
-    mixed_precision: str = "auto"  # auto | no | fp16 | bf16 (auto: bf16 where supported, fp16 on older GPUs, fp32 on CPU)
-    base_weights: str = "auto"  # auto | fp32 | fp16 | bf16 | fp8 (storage of the frozen base weights)
-    gradient_checkpointing: bool = False
-    cache_latents: bool = True
-    cache_text_encoder: bool = True  # only when the text encoder is frozen
-    noise_offset: float = 0.0
-    min_snr_gamma: float = 0.0  # 0 disables; 5 is the paper's value (Hang et al. 2023)
-    checkpoint_every: int = 250
-    keep_checkpoints: int = 3
-    log_every: int = 10  # read the loss back from the device every N steps
-    compile: bool = False
-    channels_last: bool = True
-    num_workers: int = 0
+    epochs: int = setting(0, "Epochs", "Whole passes over the images; 0 trains for the number of steps instead.", min=0, max=100_000,
+                          out_of_range="set it to 0 to train for {train.max_steps} instead, or to the number of whole epochs to train (up to 100000).")
+    batch_size: int = setting(1, "Batch size", "Images per step. Larger is smoother but needs more memory.", min=1, max=1024)
+    gradient_accumulation: int = setting(1, "Gradient accumulation", "Add up this many batches per step: a bigger batch without the memory.",
+                                         min=1, max=1024)
+    learning_rate: float = setting(1e-4, "Learning rate", "1e-4 is the usual start; lower it if samples burn or change too fast.",
+                                   min=1e-10, max=1.0)
+    lr_scheduler: str = setting("constant", "Schedule", "How the learning rate changes over the run.", choices=("constant", "cosine", "linear"))
+    warmup_steps: int = setting(0, "Warm-up steps", "Steps over which the learning rate ramps up from 0.", min=0, max=10_000_000)
+    optimizer: str = setting("adamw", "Optimizer", "adamw8bit saves memory (needs bitsandbytes).", choices=("adamw", "adamw8bit"))
+    weight_decay: float = setting(1e-2, "Weight decay", "Pulls the LoRA's weights gently towards 0; 0.01 is usual.", min=0.0, max=1.0)
+    max_grad_norm: float = setting(1.0, "Gradient clipping", "0 turns it off.", min=0.0, max=1e6)
+    resolution: int = setting(512, "Resolution", "512 for SD 1.5, 768 for SD 2 768-v, 1024 for SDXL.", min=64, max=4096)
+    seed: int = setting(42, "Seed", "The same seed and settings train the same LoRA again.", min=0, max=2**32 - 1)
+    # auto: bf16 where supported, fp16 on older GPUs, fp32 on CPU.
+    mixed_precision: str = setting("auto", "Precision", "auto picks bf16 where the GPU supports it.", choices=("auto", "no", "fp16", "bf16"))
+    base_weights: str = setting("auto", "Base weights stored as", "fp16/bf16/fp8 save memory; auto decides from the GPU.",
+                                choices=("auto", "fp32", "fp16", "bf16", "fp8"))
+    gradient_checkpointing: bool = setting(False, "Gradient checkpointing", "Saves a lot of memory for some speed.")
+    cache_latents: bool = setting(True, "Cache image latents", "Encode each image once; faster, and the VAE leaves the GPU.")
+    cache_text_encoder: bool = setting(True, "Cache caption embeddings", "Only when the text encoder does not train.")
+    noise_offset: float = setting(0.0, "Noise offset", "Around 0.05 helps very dark or very bright styles.", min=0.0, max=1.0)
+    min_snr_gamma: float = setting(0.0, "Min-SNR gamma", "5 steadies training (Hang et al. 2023); 0 turns it off.", min=0.0, max=100.0)
+    checkpoint_every: int = setting(250, "Save a checkpoint every", "Steps between resumable checkpoints (and exports to choose from).",
+                                    min=0, max=10_000_000)
+    # The validation loss (when dataset.validation_split or validation_path holds images out): every N
+    # steps; 0 = at every sample step (sample.every), so it sits beside the samples it explains.
+    validate_every: int = setting(0, "Validation loss every", "Steps between validation losses; 0 measures it with every set of samples.",
+                                  min=0, max=10_000_000)
+    keep_checkpoints: int = setting(3, "Keep checkpoints", "Older ones are deleted.", min=1, max=1000)
+    log_every: int = setting(10, "Read the loss every", "Steps between loss readings (each one waits for the GPU).", min=1, max=100_000)
+    compile: bool = setting(False, "Compile the model", "torch.compile: faster steps after a slow first one.")
+    channels_last: bool = setting(True, "Channels-last layout", "A memory layout most GPUs run convolutions faster in.")
+    num_workers: int = setting(0, "Data loader workers", "Processes that read images beside training; 0 reads them in the training process.",
+                               min=0, max=64)
 
 
 @dataclass
 class SampleConfig:
-    every: int = 250  # 0 disables; a step-0 baseline is always made when prompts are set
-    prompts: list[str] = field(default_factory=list)
-    negative_prompt: str = ""
-    seed: int = 1234
-    steps: int = 25
-    guidance_scale: float = 7.0
-    width: int = 0  # 0: the training resolution
-    height: int = 0
+    every: int = setting(250, "Make samples every", "Steps between sample images; 0 turns sampling off (a step-0 baseline is always made "
+                         "when there are prompts).", min=0, max=10_000_000)
+    # At the end of a run, score the sampled checkpoints (style, prompts, validation loss) and recommend one.
+    rank: bool = setting(True, "Recommend a checkpoint", "At the end of a run, score the sampled checkpoints and recommend one.")
+    prompts: list[str] = setting(label="Sample prompts", help="Sample images are made from these while training, so you can watch the style arrive.",
+                                 factory=list)
+    negative_prompt: str = setting("", "Negative prompt", "What the samples should not show.")
+    seed: int = setting(1234, "Sample seed", "Fixed, so samples from different steps compare fairly.")
+    steps: int = setting(25, "Sampling steps", "Denoising steps per sample image.", min=1, max=1000)
+    guidance_scale: float = setting(7.0, "Guidance scale", "How closely samples follow the prompt; 7 is usual.", min=0.0, max=50.0)
+    width: int = setting(0, "Sample width", "0: the training resolution.", min=0, max=4096)
+    height: int = setting(0, "Sample height", "0: the training resolution.", min=0, max=4096)
 
 
 @dataclass
 class OutputConfig:
-    dir: str = ""
-    name: str = "my_style"
-    save_dtype: str = "fp16"  # fp16 | bf16 | fp32
-    trigger: str = ""
-    author: str = ""
-    description: str = ""
+    dir: str = setting("", "Run folder", "Where a run writes its files; the app sets it for each run.")
+    name: str = setting("my_style", "LoRA file name", "The exported file's name, without .safetensors.")
+    save_dtype: str = setting("fp16", "Save as", "fp16 loads everywhere.", choices=("fp16", "bf16", "fp32"))
+    trigger: str = setting("", "Trigger word", "A rare word that calls up your style in prompts. Add it to the captions in the Dataset tab.")
+    author: str = setting("", "Author", "Written into the LoRA's metadata.")
+    description: str = setting("", "Description", "Written into the LoRA's metadata.")
 
 
 @dataclass
@@ -130,6 +171,12 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def get(self, key: str) -> Any:
+        """The value of a "section.key": `cfg.get("train.resolution")`."""
+        key_info(key)  # a misspelt key is a KeyError, not an AttributeError from deep inside
+        section, name = key.split(".")
+        return getattr(getattr(self, section), name)
+
     def replace(self, **sections: dict[str, Any]) -> "Config":
         """A copy with some keys changed: `cfg.replace(train={"max_steps": 10})`."""
         data = self.to_dict()
@@ -137,52 +184,65 @@ class Config:
             data[name].update(values)
         return from_dict(data, check=False)
 
+    def with_changes(self, changes: dict[str, Any]) -> "Config":
+        """A copy with some "section.key"s changed: `cfg.with_changes({"train.max_steps": 10})`."""
+        sections: dict[str, dict[str, Any]] = {}
+        for key, value in changes.items():
+            key_info(key)
+            section, name = key.split(".")
+            sections.setdefault(section, {})[name] = value
+        return self.replace(**sections)
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "model.kind": ("auto", *KINDS),
-    "model.prediction": ("auto", "epsilon", "v"),
-    "network.targets": ("attention", "attention+ff"),
-    "train.lr_scheduler": ("constant", "cosine", "linear"),
-    "train.optimizer": ("adamw", "adamw8bit"),
-    "train.mixed_precision": ("auto", "no", "fp16", "bf16"),
-    "train.base_weights": ("auto", "fp32", "fp16", "bf16", "fp8"),
-    "output.save_dtype": ("fp16", "bf16", "fp32"),
-}
 
-# (key, low, high, inclusive-low): ranges an artist can mistype.
-RANGES: list[tuple[str, float, float]] = [
-    ("model.clip_skip", 1, 12),
-    ("dataset.repeats", 1, 10_000),
-    ("dataset.keep_tokens", 0, 1_000),
-    ("dataset.caption_dropout", 0.0, 1.0),
-    ("dataset.min_bucket_side", 64, 4096),
-    ("dataset.max_bucket_side", 64, 8192),
-    ("dataset.bucket_step", 8, 512),
-    ("network.rank", 1, 1024),
-    ("network.alpha", 1e-6, 1e6),
-    ("network.text_encoder_lr", 0.0, 1.0),
-    ("network.dropout", 0.0, 0.9),
-    ("train.max_steps", 1, 10_000_000),
-    ("train.batch_size", 1, 1024),
-    ("train.gradient_accumulation", 1, 1024),
-    ("train.learning_rate", 1e-10, 1.0),
-    ("train.warmup_steps", 0, 10_000_000),
-    ("train.weight_decay", 0.0, 1.0),
-    ("train.max_grad_norm", 0.0, 1e6),
-    ("train.resolution", 64, 4096),
-    ("train.seed", 0, 2**32 - 1),
-    ("train.noise_offset", 0.0, 1.0),
-    ("train.min_snr_gamma", 0.0, 100.0),
-    ("train.checkpoint_every", 0, 10_000_000),
-    ("train.keep_checkpoints", 1, 1000),
-    ("train.log_every", 1, 100_000),
-    ("train.num_workers", 0, 64),
-    ("sample.every", 0, 10_000_000),
-    ("sample.steps", 1, 1000),
-    ("sample.guidance_scale", 0.0, 50.0),
-    ("sample.width", 0, 4096),
-    ("sample.height", 0, 4096),
-]
+@dataclass(frozen=True)
+class KeyInfo:
+    """What the schema says of one setting (from its `setting(...)` field)."""
+
+    key: str  # "section.key"
+    type: Any
+    default: Any
+    label: str
+    help: str
+    min: float | None
+    max: float | None
+    choices: tuple[str, ...] | None
+    out_of_range: str
+
+
+def _key_infos() -> dict[str, KeyInfo]:
+    out = {}
+    for section in fields(Config):
+        if section.name == "schema_version":
+            continue
+        cls = section.default_factory  # type: ignore[misc]
+        hints = get_type_hints(cls)
+        for f in fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            m = f.metadata
+            out[f"{section.name}.{f.name}"] = KeyInfo(f"{section.name}.{f.name}", hints[f.name], default, m["label"], m["help"],
+                                                      m["min"], m["max"], m["choices"], m["out_of_range"])
+    return out
+
+
+def key_info(key: str) -> KeyInfo:
+    """The label, help, range and choices of a "section.key" (KeyError for a key the schema lacks)."""
+    return KEYS[key]
+
+
+KEYS: dict[str, KeyInfo] = _key_infos()
+CHOICES: dict[str, tuple[str, ...]] = {k: i.choices for k, i in KEYS.items() if i.choices}
+
+
+def smallest_bucket_side(cfg: Config) -> int:
+    """dataset.min_bucket_side, or when it is 0 (automatic) half the resolution, at most 256 and at most the
+    largest side, rounded down to a whole bucket step (and at least one step): 256 at 512 px and above, 64
+    at 128 px."""
+    d = cfg.dataset
+    if d.min_bucket_side > 0:
+        return d.min_bucket_side
+    step = max(1, d.bucket_step)
+    return max(step, min(256, cfg.train.resolution // 2, d.max_bucket_side) // step * step)
+
 
 SECTIONS = {f.name: f for f in fields(Config) if f.name != "schema_version"}
 
@@ -262,25 +322,27 @@ def _from_dict(data: dict[str, Any], problems: list[Problem]) -> Config:
 
 
 def validate(cfg: Config) -> list[Problem]:
-    """Every problem with the values (not the files they point to), each naming the key and the fix."""
+    """Every problem with the values (not the files they point to), each naming the key and the fix.
+
+    Messages continue their key ("is 0; it must be ...") and write other keys as {section.key}
+    placeholders (core/errors.spell), so the CLI shows keys and the app the labels on screen."""
     problems: list[Problem] = []
-    for key, allowed in CHOICES.items():
-        value = _get(cfg, key)
-        if value not in allowed:
-            problems.append(Problem(key, f"is {value!r}; choose one of {', '.join(repr(a) for a in allowed)}."))
-    for key, low, high in RANGES:
-        value = _get(cfg, key)
-        if not low <= value <= high:
-            problems.append(Problem(key, f"is {value}; it must be between {low:g} and {high:g}."))
-    if cfg.dataset.min_bucket_side > cfg.dataset.max_bucket_side:
-        problems.append(Problem("dataset.min_bucket_side", f"({cfg.dataset.min_bucket_side}) is larger than dataset.max_bucket_side ({cfg.dataset.max_bucket_side}); make it smaller."))
-    if not 0 <= cfg.train.epochs <= 100_000:
-        problems.append(Problem("train.epochs", f"is {cfg.train.epochs}; set it to 0 to train for train.max_steps steps, or to the number of whole epochs to train (up to 100000)."))
+    for key, info in KEYS.items():
+        value = cfg.get(key)
+        if info.choices and value not in info.choices:
+            problems.append(Problem(key, f"is {value!r}; choose one of {', '.join(repr(a) for a in info.choices)}."))
+        low = -math.inf if info.min is None else info.min
+        high = math.inf if info.max is None else info.max
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not low <= value <= high:
+            problems.append(Problem(key, f"is {value}; " + (info.out_of_range or f"it must be between {low:g} and {high:g}.")))
+    smallest = smallest_bucket_side(cfg)
+    if smallest > cfg.dataset.max_bucket_side:
+        problems.append(Problem("dataset.min_bucket_side", f"({smallest}) is larger than {{dataset.max_bucket_side}} ({cfg.dataset.max_bucket_side}); make it smaller."))
     if cfg.train.resolution % 8:
         problems.append(Problem("train.resolution", f"is {cfg.train.resolution}; it must be a multiple of 8 (512, 768 and 1024 are usual)."))
     for key in ("sample.width", "sample.height"):
-        if _get(cfg, key) % 8:
-            problems.append(Problem(key, f"is {_get(cfg, key)}; it must be 0 (the training resolution) or a multiple of 8."))
+        if cfg.get(key) % 8:
+            problems.append(Problem(key, f"is {cfg.get(key)}; it must be 0 (the training resolution) or a multiple of 8."))
     if not cfg.model.base.strip():
         problems.append(Problem("model.base", "is empty; set it to a diffusers model folder or a .safetensors checkpoint."))
     if not cfg.dataset.path.strip():
@@ -293,11 +355,6 @@ def validate(cfg: Config) -> list[Problem]:
     return problems
 
 
-def _get(cfg: Config, key: str) -> Any:
-    section, name = key.split(".")
-    return getattr(getattr(cfg, section), name)
-
-
 def from_dict(data: dict[str, Any], *, check: bool = True) -> Config:
     problems: list[Problem] = []
     cfg = _from_dict(migrate(dict(data)), problems)
@@ -308,11 +365,15 @@ def from_dict(data: dict[str, Any], *, check: bool = True) -> Config:
     return cfg
 
 
+# The keys that hold paths: relative to the config file's folder on disk (core/project keeps them so).
+PATH_KEYS = (("model", "base"), ("model", "vae"), ("dataset", "path"), ("dataset", "validation_path"), ("output", "dir"))
+
+
 def resolve_paths(cfg: Config, base_dir: Path) -> Config:
     """Paths in a config file are relative to the file's folder (a project moves as one folder)."""
     out = cfg.replace()
-    for section, key in (("model", "base"), ("model", "vae"), ("dataset", "path"), ("output", "dir")):
-        value = _get(out, f"{section}.{key}")
+    for section, key in PATH_KEYS:
+        value = out.get(f"{section}.{key}")
         if value:
             p = Path(value).expanduser()
             if not p.is_absolute():

@@ -32,6 +32,19 @@ class Preset:
     description: str
     settings: dict[str, dict[str, Any]]  # section -> key -> value
 
+    @property
+    def values(self) -> dict[str, Any]:
+        """{"section.key": value} of every key the preset sets."""
+        return {f"{section}.{key}": v for section, values in self.settings.items() for key, v in values.items()}
+
+    @property
+    def keys(self) -> frozenset[str]:
+        """The "section.key"s the preset sets: an edit of any of them may end or restore its match."""
+        return frozenset(self.values)
+
+    def matches(self, cfg: Config) -> bool:
+        return all(cfg.get(key) == value for key, value in self.values.items())
+
 
 def presets_dir() -> Path:
     return resource("presets")
@@ -58,15 +71,14 @@ def get_preset(name: str) -> Preset:
 
 
 def apply_preset(cfg: Config, name: str) -> Config:
-    preset = get_preset(name)
-    return cfg.replace(**{section: dict(values) for section, values in preset.settings.items()})
+    return cfg.with_changes(get_preset(name).values)
+
+
+def preset_keys() -> frozenset[str]:
+    """Every key some shipped preset sets: the keys whose edits can change which preset is in use."""
+    return frozenset().union(*(get_preset(name).keys for name in list_presets()))
 
 
 def matching_preset(cfg: Config) -> str | None:
     """The preset whose every key the config still has, if any (the picker shows it as current)."""
-    data = cfg.to_dict()
-    for name in list_presets():
-        settings = get_preset(name).settings
-        if all(data[s].get(k) == v for s, values in settings.items() for k, v in values.items()):
-            return name
-    return None
+    return next((name for name in list_presets() if get_preset(name).matches(cfg)), None)

@@ -13,6 +13,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QToolButton, QVBoxLayout, QWidget
 
+from lora_studio.gui.settings.places import say
+
 HINT_LINES = 8  # a crash's hint is the end of the log; the banner quotes only its last lines
 
 
@@ -55,10 +57,13 @@ class Banner(QFrame):
             return  # a warning must not cover up the error that ended the run
         self.kind = kind
         self.setStyleSheet(self.STYLES[kind])
-        self.message_label.setText(f"<b>{'⚠' if kind == 'warning' else '✖'} {_html(message)}</b>")
+        # The engine names settings by their keys (as the CLI does); the app says the labels on screen.
+        self.message_label.setText(f"<b>{'⚠' if kind == 'warning' else '✖'} {_html(say(message))}</b>")
         multi_line = "\n" in hint.strip()
-        if multi_line:
+        if multi_line:  # the end of a log: quoted as it is
             hint = "\n".join(hint.strip().splitlines()[-HINT_LINES:])
+        else:
+            hint = say(hint)
         self.hint_label.setFont(QFontDatabase.systemFont(
             QFontDatabase.SystemFont.FixedFont if multi_line else QFontDatabase.SystemFont.GeneralFont))
         self.hint_label.setText(hint)

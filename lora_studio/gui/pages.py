@@ -13,11 +13,7 @@ from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QSplitter, QVBoxLayout, QWidget
 
 from lora_studio.core.errors import Problem
-
-# How the Train tab names a setting with a problem ("The base model is empty; ...").
-KEY_NAMES = {"model.base": "The base model", "dataset.path": "The image folder", "train.resolution": "The resolution",
-             "train.max_steps": "The number of steps", "train.epochs": "The number of epochs", "network.rank": "The rank",
-             "train.learning_rate": "The learning rate", "train.batch_size": "The batch size", "output.name": "The LoRA file name"}
+from lora_studio.gui.settings.places import say_problem
 
 
 class WelcomePage(QWidget):
@@ -134,8 +130,8 @@ class TrainPage(QWidget):
         if problems:
             first = problems[0]
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            name = KEY_NAMES.get(first.key, first.key)
-            self.ready_label.setText(f"<b>Before training:</b> {html.escape(name)} {html.escape(first.message)}{more} "
+            # Named as the Settings tab labels it: “Smallest bucket side” (Advanced settings) is ...
+            self.ready_label.setText(f"<b>Before training:</b> {html.escape(say_problem(first))}{more} "
                                      f"<a href='settings'>Open Settings</a>")
             self.ready_label.setProperty("state", "blocked")
         elif memory_warning:

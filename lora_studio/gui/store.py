@@ -11,11 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 import shiboken6
-from PySide6.QtCore import QObject, QSignalBlocker, Qt, QTimer, Signal
-from PySide6.QtGui import QValidator
-from PySide6.QtWidgets import (
-    QAbstractSpinBox, QCheckBox, QComboBox, QDoubleSpinBox, QLabel, QLineEdit, QPlainTextEdit, QSpinBox, QWidget,
-)
+from PySide6.QtCore import QObject, QSignalBlocker, QTimer, Signal
+from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QPlainTextEdit, QSpinBox, QWidget
 
 from lora_studio.core import config as config_mod
 from lora_studio.core import model_files
@@ -26,11 +23,6 @@ from lora_studio.core.project import Project
 # Set for each run by Project.new_run, so an empty value in the project file is not a problem.
 RUN_ONLY_KEYS = {"output.dir"}
 SAVE_DELAY_MS = 400
-
-
-def get_key(cfg: Config, key: str) -> Any:
-    section, name = key.split(".")
-    return getattr(getattr(cfg, section), name)
 
 
 class ConfigStore(QObject):
@@ -57,13 +49,12 @@ class ConfigStore(QObject):
         self.changed.emit("")
 
     def get(self, key: str) -> Any:
-        return get_key(self.config, key)
+        return self.config.get(key)
 
     def set(self, key: str, value: Any) -> None:
         if self.get(key) == value:
             return
-        section, name = key.split(".")
-        self.config = self.config.replace(**{section: {name: value}})
+        self.config = self.config.with_changes({key: value})
         self._edited()
         self.changed.emit(key)
 
@@ -73,8 +64,8 @@ class ConfigStore(QObject):
         self._edited()
         self.changed.emit("")
 
-    def problems_for(self, key: str) -> list[str]:
-        return [p.message for p in self.problems if p.key == key or p.key.startswith(key + "[")]
+    def problems_for(self, key: str) -> list[Problem]:
+        return [p for p in self.problems if p.key == key or p.key.startswith(key + "[")]
 
     def flush(self) -> None:
         """Save now if an edit is waiting (before a run starts, on close, on switching projects)."""
@@ -100,43 +91,6 @@ class ConfigStore(QObject):
         if problems != self.problems:
             self.problems = problems
             self.problems_changed.emit()
-
-
-class SciSpinBox(QDoubleSpinBox):
-    """A spin box for learning rates: shows 1e-4 rather than 0.000100; arrows step ×2 / ÷2."""
-
-    def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.setDecimals(12)
-        self.setRange(1e-10, 1.0)
-        self.setKeyboardTracking(False)
-
-    def textFromValue(self, value: float) -> str:  # noqa: N802 - Qt's name
-        if value == 0 or 1e-3 <= abs(value) < 1e4:
-            return f"{value:.4g}"
-        mantissa, exponent = f"{value:.3e}".split("e")
-        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-
-    def valueFromText(self, text: str) -> float:  # noqa: N802 - Qt's name
-        try:
-            return float(text)
-        except ValueError:
-            return self.value()
-
-    def validate(self, text: str, pos: int) -> object:
-        try:
-            v = float(text)
-            state = QValidator.State.Acceptable if self.minimum() <= v <= self.maximum() else QValidator.State.Intermediate
-        except ValueError:
-            state = QValidator.State.Intermediate if text.strip() in ("", "-", ".") or text[-1:] in "eE-+" else QValidator.State.Invalid
-        return state, text, pos
-
-    def stepBy(self, steps: int) -> None:  # noqa: N802 - Qt's name
-        v = self.value() * (2.0 ** steps)
-        self.setValue(float(f"{v:.3g}"))
-
-    def stepEnabled(self) -> QAbstractSpinBox.StepEnabledFlag:  # noqa: N802 - Qt's name
-        return QAbstractSpinBox.StepEnabledFlag.StepUpEnabled | QAbstractSpinBox.StepEnabledFlag.StepDownEnabled
 
 
 def _lines(text: str) -> list[str]:
@@ -198,23 +152,3 @@ def bind(store: ConfigStore, key: str, widget: QWidget, *, to_widget: Callable[[
     store.changed.connect(on_changed)
     on_changed("")
     return widget
-
-
-class ProblemLabel(QLabel):
-    """The validation problem of one key, shown under its field; hidden when there is none."""
-
-    def __init__(self, store: ConfigStore, *keys: str, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.setObjectName("problem")
-        self.setWordWrap(True)
-        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self._store, self._keys = store, keys
-        store.problems_changed.connect(self._refresh)
-        store.changed.connect(self._refresh)
-        self._refresh()
-
-    def _refresh(self, *_: object) -> None:
-        # Problems continue their key ("is 0; it must be ..."): beside the field, "This" stands in for it.
-        messages = [f"This {m}" if m.startswith("is ") else m for k in self._keys for m in self._store.problems_for(k)]
-        self.setText("\n".join(messages))
-        self.setVisible(bool(messages))

@@ -43,3 +43,26 @@ def test_matching_preset_and_unknown_name():
     assert matching_preset(cfg.replace(network={"rank": 32})) is None
     with pytest.raises(UserError):
         apply_preset(cfg, "nope")
+
+
+def test_presets_say_which_keys_they_set():
+    from lora_studio.core.config import KEYS
+    from lora_studio.core.presets import preset_keys
+
+    for name in list_presets():
+        preset = get_preset(name)
+        assert preset.keys == {f"{s}.{k}" for s, values in preset.settings.items() for k in values}
+        assert preset.keys <= set(KEYS) and "train.resolution" in preset.keys
+        assert preset.matches(apply_preset(Config(), name))
+    assert preset_keys() == set().union(*(get_preset(n).keys for n in list_presets()))
+    # The hand-written list the Settings tab used to keep missed these; they are the presets' own now.
+    assert {"network.targets", "train.warmup_steps", "train.optimizer", "train.checkpoint_every", "dataset.bucket_step",
+            "sample.every", "network.train_text_encoder"} <= preset_keys()
+
+
+def test_a_new_sd15_project_has_buckets_at_every_resolution():
+    from lora_studio.core.buckets import buckets_for
+
+    cfg = apply_preset(Config(), "style-sd15")
+    for resolution in (128, 192, 256, 384, 512, 768):
+        assert buckets_for(cfg.with_changes({"train.resolution": resolution}))

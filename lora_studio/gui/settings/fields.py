@@ -1,103 +1,54 @@
-"""What the settings form is made of: the Advanced table, and the small builders for its rows.
+"""What the settings form is made of: an editor per setting, built from the schema's metadata (its
+choices and range, its help as the tooltip), the problem line under a field, and the row builders.
 
-Kept apart from the panel's behaviour so the list of settings reads like a document: group, key,
-label, and one line on when to touch it.
+The labels, help and ranges are core/config's; where a key is shown is places.py's. What is left here
+is presentation only: how many decimals a number shows.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QSpinBox, QVBoxLayout, QWidget
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QFontMetrics, QValidator
+from PySide6.QtWidgets import (
+    QAbstractSpinBox, QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QSpinBox,
+    QVBoxLayout, QWidget,
+)
 
-from lora_studio.core.config import CHOICES
-from lora_studio.gui.store import SciSpinBox
+from lora_studio.core.config import key_info
+from lora_studio.gui.settings.places import say_beside
+from lora_studio.gui.store import ConfigStore
 
-# The Advanced section: (group, [(key, label, tooltip)]). The widget kind follows the value's type.
-ADVANCED: list[tuple[str, list[tuple[str, str, str]]]] = [
-    ("Network", [
-        ("network.alpha", "Alpha", "Scales the LoRA's strength during training; alpha = rank is the usual choice."),
-        ("network.targets", "Train layers", "Attention only is the classic style LoRA; +ff also trains feed-forward layers."),
-        ("network.dropout", "Dropout", "Randomly drops LoRA weights while training; 0 is usual."),
-        ("network.train_text_encoder", "Train the text encoder", "Also teach the text encoder; rarely needed for a style."),
-        ("network.text_encoder_lr", "Text encoder learning rate", "Used only when the text encoder trains."),
-    ]),
-    ("Training", [
-        ("train.lr_scheduler", "Schedule", "How the learning rate changes over the run."),
-        ("train.warmup_steps", "Warm-up steps", "Steps over which the learning rate ramps up from 0."),
-        ("train.optimizer", "Optimizer", "adamw8bit saves memory (needs bitsandbytes)."),
-        ("train.gradient_accumulation", "Gradient accumulation", "Add up this many batches per step: a bigger batch without the memory."),
-        ("train.weight_decay", "Weight decay", ""),
-        ("train.max_grad_norm", "Gradient clipping", "0 turns it off."),
-        ("train.mixed_precision", "Precision", "auto picks bf16 where the GPU supports it."),
-        ("train.base_weights", "Base weights stored as", "fp16/bf16/fp8 save memory; auto decides from the GPU."),
-        ("train.gradient_checkpointing", "Gradient checkpointing", "Saves a lot of memory for some speed."),
-        ("train.cache_latents", "Cache image latents", "Encode each image once; faster, and the VAE leaves the GPU."),
-        ("train.cache_text_encoder", "Cache caption embeddings", "Only when the text encoder does not train."),
-        ("train.noise_offset", "Noise offset", "Around 0.05 helps very dark or very bright styles."),
-        ("train.min_snr_gamma", "Min-SNR gamma", "5 steadies training (Hang et al. 2023); 0 turns it off."),
-        ("train.seed", "Seed", ""),
-        ("train.checkpoint_every", "Save a checkpoint every", "Steps between resumable checkpoints (and exports to choose from)."),
-        ("train.keep_checkpoints", "Keep checkpoints", "Older ones are deleted."),
-    ]),
-    ("Dataset", [
-        ("dataset.repeats", "Repeats", "Times each image is seen per epoch (N_name folders set their own)."),
-        ("dataset.default_caption", "Default caption", "For images without a caption file."),
-        ("dataset.shuffle_tags", "Shuffle tags", "Shuffle comma-separated tags each time an image is seen."),
-        ("dataset.keep_tokens", "Keep first tags", "Tags kept in place when shuffling (your trigger word)."),
-        ("dataset.caption_dropout", "Caption dropout", "Chance of training an image with no caption."),
-        ("dataset.flip", "Flip images", "Mirror images at random; doubles the variety for symmetric styles."),
-        ("dataset.random_crop", "Random crop", ""),
-        ("dataset.min_bucket_side", "Smallest bucket side", ""),
-        ("dataset.max_bucket_side", "Largest bucket side", ""),
-        ("dataset.bucket_step", "Bucket step", ""),
-    ]),
-    ("Samples", [
-        ("sample.every", "Make samples every", "Steps between sample images; 0 turns sampling off."),
-        ("sample.negative_prompt", "Negative prompt", ""),
-        ("sample.seed", "Sample seed", "Fixed, so samples from different steps compare fairly."),
-        ("sample.steps", "Sampling steps", ""),
-        ("sample.guidance_scale", "Guidance scale", ""),
-        ("sample.width", "Sample width", "0: the training resolution."),
-        ("sample.height", "Sample height", "0: the training resolution."),
-    ]),
-    ("Base model and output", [
-        ("model.kind", "Model family", "auto reads it from the model."),
-        ("model.prediction", "Prediction", "auto reads it from the model; v for SD2 768 models."),
-        ("model.clip_skip", "CLIP skip", "2 for many anime models."),
-        ("model.vae", "VAE", "Leave empty to use the model's own."),
-        ("output.name", "LoRA file name", ""),
-        ("output.save_dtype", "Save as", "fp16 loads everywhere."),
-        ("output.author", "Author", "Written into the LoRA's metadata."),
-        ("output.description", "Description", "Written into the LoRA's metadata."),
-    ]),
-]
-
-FLOAT_RANGES = {"network.alpha": (0.001, 1e6, 1), "network.dropout": (0, 0.9, 2), "train.weight_decay": (0, 1, 3),
-                "train.max_grad_norm": (0, 1e6, 2), "train.noise_offset": (0, 1, 3), "train.min_snr_gamma": (0, 100, 1),
-                "dataset.caption_dropout": (0, 1, 2), "sample.guidance_scale": (0, 50, 1)}
+# Decimals a number's editor shows (3 when not listed). The range is the schema's; Qt rounds it to these.
+DECIMALS = {"network.alpha": 1, "network.dropout": 2, "sample.guidance_scale": 1, "train.max_grad_norm": 2,
+            "train.min_snr_gamma": 1, "dataset.caption_dropout": 2}
+INT_LIMIT = 2**31 - 1  # a QSpinBox holds a C int
 
 
 def widget_for(key: str, value: Any) -> QWidget:
-    """The editor a setting gets from its current value's type (a combo for the keys with fixed choices)."""
-    if key in CHOICES:
+    """The editor a setting gets: a combo for fixed choices, else by the value's type, within the schema's range."""
+    info = key_info(key)
+    if info.choices:
         combo = QComboBox()
-        for choice in CHOICES[key]:
+        for choice in info.choices:
             combo.addItem(choice, choice)
-        return combo
-    if isinstance(value, bool):
-        return QCheckBox()
-    if isinstance(value, int):
-        return spin(0, 2**31 - 1)
-    if isinstance(value, float):
-        if key.endswith("_lr"):
-            return SciSpinBox()
-        low, high, decimals = FLOAT_RANGES.get(key, (0, 1e6, 3))
-        box = QDoubleSpinBox(decimals=decimals)
-        box.setRange(low, high)
-        box.setSingleStep(10 ** -decimals if decimals else 1)
-        return box
-    return QLineEdit()
+        widget: QWidget = combo
+    elif isinstance(value, bool):
+        widget = QCheckBox()
+    elif isinstance(value, int):
+        widget = key_spin(key)
+    elif isinstance(value, float) and key.endswith("_lr"):
+        widget = SciSpinBox(key)
+    elif isinstance(value, float):
+        decimals = DECIMALS.get(key, 3)
+        widget = QDoubleSpinBox(decimals=decimals)
+        widget.setRange(info.min if info.min is not None else 0.0, info.max if info.max is not None else 1e6)
+        widget.setSingleStep(10 ** -decimals if decimals else 1)
+    else:
+        widget = QLineEdit()
+    widget.setToolTip(info.help)
+    return widget
 
 
 def spin(low: int, high: int, *, step: int = 1) -> QSpinBox:
@@ -106,6 +57,14 @@ def spin(low: int, high: int, *, step: int = 1) -> QSpinBox:
     box.setSingleStep(step)
     box.setGroupSeparatorShown(True)
     box.setMinimumWidth(90)
+    return box
+
+
+def key_spin(key: str, *, step: int = 1) -> QSpinBox:
+    """A whole-number editor for a key, within the schema's range."""
+    info = key_info(key)
+    box = spin(int(info.min or 0), int(min(info.max if info.max is not None else INT_LIMIT, INT_LIMIT)), step=step)
+    box.setToolTip(info.help)
     return box
 
 
@@ -132,3 +91,69 @@ def stacked(row: QHBoxLayout, *below: QWidget) -> QWidget:
     for w in below:
         layout.addWidget(w)
     return holder
+
+
+def reserve_lines(label: QLabel, lines: int = 2) -> QLabel:
+    """A wrapped label that changes as the artist edits keeps the height of `lines` lines, so the fields below
+    it stay where they are when its text grows from one line to two."""
+    label.setMinimumHeight(QFontMetrics(label.font()).lineSpacing() * lines)
+    label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+    return label
+
+
+class ProblemLabel(QLabel):
+    """The validation problems of some keys, shown under their field; hidden when there is none."""
+
+    def __init__(self, store: ConfigStore, *keys: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("problem")
+        self.setWordWrap(True)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._store, self._keys = store, keys
+        store.problems_changed.connect(self._refresh)
+        store.changed.connect(self._refresh)
+        self._refresh()
+
+    def _refresh(self, *_: object) -> None:
+        messages = [say_beside(p) for k in self._keys for p in self._store.problems_for(k)]
+        self.setText("\n".join(messages))
+        self.setVisible(bool(messages))
+
+
+class SciSpinBox(QDoubleSpinBox):
+    """A spin box for learning rates: shows 1e-4 rather than 0.000100; arrows step ×2 / ÷2."""
+
+    def __init__(self, key: str = "train.learning_rate", parent: QWidget | None = None):
+        super().__init__(parent)
+        info = key_info(key)
+        self.setDecimals(12)
+        self.setRange(info.min if info.min is not None else 0.0, info.max if info.max is not None else 1.0)
+        self.setKeyboardTracking(False)
+        self.setToolTip(info.help)
+
+    def textFromValue(self, value: float) -> str:  # noqa: N802 - Qt's name
+        if value == 0 or 1e-3 <= abs(value) < 1e4:
+            return f"{value:.4g}"
+        mantissa, exponent = f"{value:.3e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+    def valueFromText(self, text: str) -> float:  # noqa: N802 - Qt's name
+        try:
+            return float(text)
+        except ValueError:
+            return self.value()
+
+    def validate(self, text: str, pos: int) -> object:
+        try:
+            v = float(text)
+            state = QValidator.State.Acceptable if self.minimum() <= v <= self.maximum() else QValidator.State.Intermediate
+        except ValueError:
+            state = QValidator.State.Intermediate if text.strip() in ("", "-", ".") or text[-1:] in "eE-+" else QValidator.State.Invalid
+        return state, text, pos
+
+    def stepBy(self, steps: int) -> None:  # noqa: N802 - Qt's name
+        v = self.value() * (2.0 ** steps)
+        self.setValue(float(f"{v:.3g}"))
+
+    def stepEnabled(self) -> QAbstractSpinBox.StepEnabledFlag:  # noqa: N802 - Qt's name
+        return QAbstractSpinBox.StepEnabledFlag.StepUpEnabled | QAbstractSpinBox.StepEnabledFlag.StepDownEnabled

@@ -8,6 +8,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
 from lora_studio.core.fit_advice import MemorySummary, memory_summary
 from lora_studio.gui.device_probe import DeviceProbe
+from lora_studio.gui.settings.fields import reserve_lines
 from lora_studio.gui.store import ConfigStore
 
 # Only these keys change the estimate (or which model it is for).
@@ -29,6 +30,7 @@ class MemoryLine(QWidget):
         self.label = QLabel("Checking the GPU…", self)
         self.label.setObjectName("memory")
         self.label.setWordWrap(True)
+        reserve_lines(self.label)  # a verdict of one line or two: the fields below stay put
         self.fix_button = QPushButton("Use these settings", self, clicked=self.apply_fix)
         self.fix_button.setToolTip("Change the settings to the nearest ones that fit this GPU")
         self.fix_button.hide()

@@ -18,13 +18,16 @@ from PySide6.QtWidgets import (
 )
 
 from lora_studio.core.budget import StepBudget, budget_for, describe
+from lora_studio.core.config import key_info
 from lora_studio.core.errors import UserError
 from lora_studio.core.model_finder import describe_model, find_base_models
-from lora_studio.core.presets import apply_preset, get_preset, list_presets, matching_preset
+from lora_studio.core.presets import apply_preset, get_preset, list_presets, matching_preset, preset_keys
+from lora_studio.gui import dialog_dirs
 from lora_studio.gui.device_probe import DeviceProbe
-from lora_studio.gui.settings.fields import ADVANCED, field_row, spin, stacked, widget_for
+from lora_studio.gui.settings.fields import ProblemLabel, SciSpinBox, field_row, key_spin, reserve_lines, spin, stacked, widget_for
 from lora_studio.gui.settings.memory_line import MemoryLine
-from lora_studio.gui.store import ConfigStore, ProblemLabel, SciSpinBox, bind
+from lora_studio.gui.settings.places import ADVANCED, say
+from lora_studio.gui.store import ConfigStore, bind
 from lora_studio.gui.tasks import run_in_background
 
 class _NoWheel(QObject):
@@ -93,7 +96,7 @@ class SettingsPanel(QWidget):
     # --- sections --------------------------------------------------------------------------------
 
     def _model_box(self) -> QGroupBox:
-        box = QGroupBox("Base model")
+        box = QGroupBox(key_info("model.base").label)
         self.model_combo = QComboBox()
         self.model_combo.setMinimumWidth(320)
         self.model_combo.setPlaceholderText("Choose the model your LoRA is for…")
@@ -112,6 +115,8 @@ class SettingsPanel(QWidget):
         self.models_note.setObjectName("muted")
 
         self.preset_combo = QComboBox()
+        # Shown when the settings match no preset: the box never names a preset that is not applied.
+        self.preset_combo.setPlaceholderText("Custom settings (no preset matches)")
         for name in list_presets():
             self.preset_combo.addItem(get_preset(name).label, name)
         self.preset_apply = QPushButton("Apply preset")
@@ -119,12 +124,14 @@ class SettingsPanel(QWidget):
         self.preset_note = QLabel()
         self.preset_note.setObjectName("muted")
         self.preset_note.setWordWrap(True)
+        reserve_lines(self.preset_note)
         self.preset_combo.currentIndexChanged.connect(self._preset_note)
         prow = QHBoxLayout()
         prow.addWidget(self.preset_combo, 1)
         prow.addWidget(self.preset_apply)
 
         form = QFormLayout(box)
+        self.model_combo.setToolTip(key_info("model.base").help)
         form.addRow("Model", stacked(row, self.models_note, ProblemLabel(self.store, "model.base")))
         form.addRow("Preset", stacked(prow, self.preset_note))
         return box
@@ -134,12 +141,14 @@ class SettingsPanel(QWidget):
         form = QFormLayout(box)
         s = self.store
 
-        self.steps_radio, self.epochs_radio = QRadioButton("Steps"), QRadioButton("Epochs")
+        self.steps_radio = QRadioButton(key_info("train.max_steps").label)
+        self.epochs_radio = QRadioButton(key_info("train.epochs").label)
         self._length_group = QButtonGroup(self)
         self._length_group.addButton(self.steps_radio)
         self._length_group.addButton(self.epochs_radio)
-        self.steps = bind(s, "train.max_steps", spin(1, 10_000_000, step=100))
-        self.epochs = spin(1, 100_000)
+        self.steps = bind(s, "train.max_steps", key_spin("train.max_steps", step=100))
+        self.epochs = spin(1, int(key_info("train.epochs").max))
+        self.epochs.setToolTip(key_info("train.epochs").help)
         self.epochs.setValue(10)  # what epochs mode starts from before a dataset says what the steps mean
         self.epochs.valueChanged.connect(self._epochs_edited)
         self.epochs_radio.toggled.connect(self._length_mode)
@@ -153,36 +162,37 @@ class SettingsPanel(QWidget):
         self.budget = QLabel()
         self.budget.setObjectName("budget")
         self.budget.setWordWrap(True)
+        reserve_lines(self.budget)  # it changes with every edit; the fields below must not jump
         form.addRow("Train for", stacked(length, self.budget, ProblemLabel(s, "train.max_steps", "train.epochs")))
 
-        self.rank = bind(s, "network.rank", spin(1, 1024))
-        self.rank.setToolTip("How much the LoRA can hold. 16 is plenty for most styles; 32 for detailed ones.")
-        form.addRow("Rank", field_row(self.rank, ProblemLabel(s, "network.rank")))
-        self.learning_rate = bind(s, "train.learning_rate", SciSpinBox())
-        self.learning_rate.setToolTip("1e-4 is the usual start; lower it if samples burn or change too fast.")
-        form.addRow("Learning rate", field_row(self.learning_rate, ProblemLabel(s, "train.learning_rate")))
+        self.rank = bind(s, "network.rank", key_spin("network.rank"))
+        self._add(form, "network.rank", self.rank)
+        self.learning_rate = bind(s, "train.learning_rate", SciSpinBox("train.learning_rate"))
+        self._add(form, "train.learning_rate", self.learning_rate)
         self.resolution = QComboBox(editable=True)
         self.resolution.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
         for r in (512, 768, 1024):
             self.resolution.addItem(str(r), r)
-        self.resolution.setToolTip("512 for SD 1.5, 768 for SD 2 768-v, 1024 for SDXL.")
         self.resolution.lineEdit().editingFinished.connect(self._resolution_typed)
         self.resolution.activated.connect(lambda i: s.set("train.resolution", self.resolution.itemData(i)))
-        form.addRow("Resolution", field_row(self.resolution, ProblemLabel(s, "train.resolution")))
-        self.batch_size = bind(s, "train.batch_size", spin(1, 1024))
-        self.batch_size.setToolTip("Images per step. Larger is smoother but needs more memory.")
-        form.addRow("Batch size", field_row(self.batch_size, ProblemLabel(s, "train.batch_size")))
+        self._add(form, "train.resolution", self.resolution)
+        self.batch_size = bind(s, "train.batch_size", key_spin("train.batch_size"))
+        self._add(form, "train.batch_size", self.batch_size)
         self.memory = MemoryLine(s, probe=self._probe)
         form.addRow("GPU memory", self.memory)
         self.trigger = bind(s, "output.trigger", QLineEdit(placeholderText="e.g. zzmystyle"))
-        self.trigger.setToolTip("A rare word that calls up your style in prompts. Add it to the captions in the Dataset tab.")
-        form.addRow("Trigger word", field_row(self.trigger, ProblemLabel(s, "output.trigger")))
+        self._add(form, "output.trigger", self.trigger)
         self.prompts = bind(s, "sample.prompts", QPlainTextEdit())
         self.prompts.setPlaceholderText("One prompt per line, e.g.\nzzmystyle, a lighthouse on a cliff at dusk\nzzmystyle, portrait of an old fisherman")
         self.prompts.setFixedHeight(84)
-        self.prompts.setToolTip("Sample images are made from these while training, so you can watch the style arrive.")
-        form.addRow("Sample prompts", field_row(self.prompts, ProblemLabel(s, "sample.prompts")))
+        self._add(form, "sample.prompts", self.prompts)
         return box
+
+    def _add(self, form: QFormLayout, key: str, widget: QWidget) -> None:
+        """A row for one key: the schema's label and help, the editor, and its problems under it."""
+        info = key_info(key)
+        widget.setToolTip(info.help)
+        form.addRow(info.label, field_row(widget, ProblemLabel(self.store, key)))
 
     def _guard_wheel(self, root: QWidget) -> None:
         for w in root.findChildren(QWidget):
@@ -194,15 +204,14 @@ class SettingsPanel(QWidget):
         if self.advanced_widgets:
             return
         column = self.advanced.layout()
-        for title, fields in ADVANCED:
+        for title, keys in ADVANCED:
             box = QGroupBox(title)
             form = QFormLayout(box)
-            for key, label, tip in fields:
+            for key in keys:
                 w = widget_for(key, self.store.get(key))
                 bind(self.store, key, w)
-                w.setToolTip(tip)
                 self.advanced_widgets[key] = w
-                form.addRow(label, field_row(w, ProblemLabel(self.store, key)))
+                self._add(form, key, w)
             column.addWidget(box)
         self._guard_wheel(self.advanced)
 
@@ -225,15 +234,8 @@ class SettingsPanel(QWidget):
             else:
                 self.resolution.setEditText(str(r))
             self.resolution.blockSignals(False)
-        if key in ("", "network.rank", "network.alpha", "train.learning_rate", "train.resolution", "train.batch_size",
-                   "train.max_steps", "train.lr_scheduler", "train.mixed_precision", "dataset.min_bucket_side",
-                   "dataset.max_bucket_side", "train.cache_latents", "train.cache_text_encoder", "train.gradient_checkpointing"):
-            current = matching_preset(self.store.config)
-            if current:
-                self.preset_combo.blockSignals(True)
-                self.preset_combo.setCurrentIndex(self.preset_combo.findData(current))
-                self.preset_combo.blockSignals(False)
-            self._preset_note()
+        if key == "" or key in preset_keys():  # the presets say which keys they set
+            self._show_preset()
         if key in ("", "train.epochs"):
             self._show_length_mode()
         self._update_budget()
@@ -266,7 +268,7 @@ class SettingsPanel(QWidget):
                     self.epochs.setValue(max(1, round(budget.exact_epochs)))
                     self.epochs.blockSignals(False)
             except UserError as e:
-                text = e.message
+                text = say(e.template)
         if text != self.budget_text:
             self.budget_text = text
             self.budget.setText(text)
@@ -301,13 +303,23 @@ class SettingsPanel(QWidget):
         self.advanced.setVisible(shown)
         self.advanced_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
 
+    def _show_preset(self) -> None:
+        """The box shows the preset the settings match, or none (“Custom settings”) when they match none."""
+        current = matching_preset(self.store.config)
+        self.preset_combo.blockSignals(True)
+        self.preset_combo.setCurrentIndex(self.preset_combo.findData(current) if current else -1)
+        self.preset_combo.blockSignals(False)
+        self._preset_note()
+
     def _preset_note(self, *_: Any) -> None:
         name = self.preset_combo.currentData()
+        self.preset_apply.setEnabled(bool(name))
         if not name:
+            self.preset_note.setText("Your settings match no preset. Choose one to see what it sets.")
             return
         current = matching_preset(self.store.config) == name
         note = get_preset(name).description
-        self.preset_note.setText(note + (" In use." if current else " Applying it keeps your model, images and trigger word."))
+        self.preset_note.setText(note + (" In use." if current else " Not applied: Apply preset sets it and keeps your model, images and trigger word."))
 
     def _apply_preset(self) -> None:
         name = self.preset_combo.currentData()
@@ -348,11 +360,17 @@ class SettingsPanel(QWidget):
             self.store.set("model.base", self.model_combo.itemData(index))
 
     def _browse_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a base model", "", "Model checkpoints (*.safetensors)")
-        if path:
-            self.store.set("model.base", str(Path(path)))
+        start = dialog_dirs.start_dir("models", self.store.get("model.base"))
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a base model", start, "Model checkpoints (*.safetensors)")
+        self._model_chosen(path)
 
     def _browse_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Choose a diffusers model folder")
+        # A diffusers folder is itself the choice: start beside the current one, in its parent.
+        current = self.store.get("model.base")
+        start = dialog_dirs.start_dir("models", Path(current).parent if current else None)
+        self._model_chosen(QFileDialog.getExistingDirectory(self, "Choose a diffusers model folder", start))
+
+    def _model_chosen(self, path: str) -> None:
         if path:
+            dialog_dirs.remember("models", Path(path).parent)
             self.store.set("model.base", str(Path(path)))

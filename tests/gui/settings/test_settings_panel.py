@@ -148,3 +148,117 @@ def test_picking_a_damaged_model_says_so_at_once(qtbot, tmp_path, isolated_setti
     shown = [w.text() for w in panel.findChildren(type(panel.budget)) if w.objectName() == "problem" and w.isVisible()]
     assert any(t.startswith("This is damaged and cannot be read (sd15.safetensors: it is 22,040 bytes shorter than its header says")
                and t.endswith("download the model again.") for t in shown), shown
+
+
+def _other_value(value, choices):
+    if isinstance(value, bool):
+        return not value
+    if choices:
+        return next(c for c in choices if c != value)
+    if isinstance(value, (int, float)):
+        return value * 2 + 1
+    return value + "x"
+
+
+def test_the_preset_note_is_right_after_an_edit_of_any_key_the_preset_sets(qtbot, tmp_path, isolated_settings):
+    from lora_studio.core.config import key_info
+    from lora_studio.core.presets import get_preset, list_presets
+
+    project, store, panel = _panel(qtbot, tmp_path, find_models=False)
+    for name in list_presets():
+        panel.preset_combo.setCurrentIndex(panel.preset_combo.findData(name))
+        panel.preset_apply.click()
+        assert "In use." in panel.preset_note.text(), name
+        for key, value in get_preset(name).values.items():
+            store.set(key, _other_value(value, key_info(key).choices))
+            assert "In use." not in panel.preset_note.text(), (name, key)
+            assert panel.preset_combo.currentIndex() == -1  # the box names no preset that is not applied
+            store.set(key, value)
+            assert "In use." in panel.preset_note.text(), (name, key)
+            assert panel.preset_combo.currentData() == name
+
+
+def test_the_preset_box_shows_custom_settings_when_no_preset_matches(qtbot, tmp_path, isolated_settings):
+    project, store, panel = _panel(qtbot, tmp_path, find_models=False)
+    assert panel.preset_combo.currentData() == "style-sd15" and "In use." in panel.preset_note.text()
+    store.set("network.rank", 48)
+    assert panel.preset_combo.currentIndex() == -1 and panel.preset_combo.currentText() == ""
+    assert panel.preset_combo.placeholderText().startswith("Custom settings")
+    assert "match no preset" in panel.preset_note.text() and not panel.preset_apply.isEnabled()
+    panel.preset_combo.setCurrentIndex(panel.preset_combo.findData("style-sdxl"))  # looking, not applying
+    assert "Not applied" in panel.preset_note.text() and panel.preset_apply.isEnabled()
+    store.load(project)  # reopened: a project with its own settings opens as custom, not as a preset
+    assert panel.preset_combo.currentIndex() == -1
+
+
+def test_the_form_takes_labels_help_and_ranges_from_the_schema(qtbot, tmp_path, isolated_settings):
+    from PySide6.QtWidgets import QFormLayout, QLabel
+
+    from lora_studio.core.config import key_info
+    from lora_studio.gui.settings.places import ADVANCED
+
+    project, store, panel = _panel(qtbot, tmp_path, find_models=False)
+    panel.advanced_toggle.setChecked(True)
+    labels = {w.text() for form in panel.findChildren(QFormLayout) for w in form.parentWidget().findChildren(QLabel)}
+    for _, keys in ADVANCED:
+        for key in keys:
+            info = key_info(key)
+            assert info.label in labels, key
+            widget = panel.advanced_widgets[key]
+            assert widget.toolTip() == info.help, key
+            if hasattr(widget, "minimum") and info.min is not None:
+                assert widget.minimum() == round(info.min, getattr(widget, "decimals", lambda: 0)()), key
+                assert widget.maximum() == min(info.max, 2**31 - 1), key
+    assert panel.rank.maximum() == key_info("network.rank").max and panel.rank.toolTip() == key_info("network.rank").help
+    assert panel.steps.maximum() == key_info("train.max_steps").max
+
+
+def test_fields_stay_put_while_the_budget_line_grows(qtbot, tmp_path, isolated_settings):
+    project, store, panel = _panel(qtbot, tmp_path, find_models=False)
+    panel.resize(700, 900)
+    panel.show()
+    qtbot.waitExposed(panel)
+
+    def rank_y():
+        return panel.rank.mapTo(panel, panel.rank.rect().topLeft()).y()
+
+    qtbot.wait(10)
+    before, one_line = rank_y(), panel.budget.text()  # "Add images in the Dataset tab ...": one line
+    panel.set_dataset([Item(), Item(), Item(), Item(10)])
+    store.set("train.max_steps", 1_234_567)  # a long sentence: two lines at this width
+    assert panel.budget.text() != one_line and panel.budget.heightForWidth(panel.budget.width()) > \
+        panel.budget.fontMetrics().lineSpacing() * 1.5
+    qtbot.wait(10)
+    assert rank_y() == before
+
+
+def test_the_budget_line_names_fields_by_their_labels(qtbot, tmp_path, isolated_settings):
+    project, store, panel = _panel(qtbot, tmp_path, find_models=False)
+    panel.set_dataset([Item()])
+    store.set("train.resolution", 128)  # the automatic smallest bucket side follows: it trains
+    assert "steps at batch" in panel.budget.text()
+    store.set("dataset.min_bucket_side", 256)
+    assert "“Smallest bucket side” (Advanced settings)" in panel.budget.text()
+    assert "dataset.min_bucket_side" not in panel.budget.text()
+
+
+def test_the_model_dialog_opens_beside_the_model_not_in_the_last_run(qtbot, tmp_path, isolated_settings, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "a.safetensors").write_bytes(b"x")
+    asked = []
+
+    def fake_open(parent, caption, folder, filters):
+        asked.append(folder)
+        return str(models / "a.safetensors"), filters
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(fake_open))
+    project, store, panel = _panel(qtbot, tmp_path, find_models=False)
+    panel._browse_file()
+    assert asked[0] and Path(asked[0]) != project.runs_dir
+    assert store.get("model.base") == str(models / "a.safetensors")
+    store.set("model.base", "")
+    panel._browse_file()  # no model now: where the last one was chosen
+    assert Path(asked[1]) == models
