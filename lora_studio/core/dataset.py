@@ -76,14 +76,14 @@ def repeat_folder(name: str) -> tuple[int, str] | None:
 def dataset_root(cfg: DatasetConfig) -> Path:
     if not cfg.path.strip():
         raise UserError(
-            "dataset.path is empty; set it to the folder that holds your images.",
+            "{dataset.path} is empty; set it to the folder that holds your images.",
             hint="Choose the image folder in the Dataset tab.", code="dataset_not_found",
         )
     root = Path(cfg.path).expanduser().resolve()
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "does not exist"
         raise UserError(
-            f"The dataset folder {root} {what}; point dataset.path at the folder that holds your images.",
+            f"The dataset folder {root} {what}; point {{dataset.path}} at the folder that holds your images.",
             hint="Choose the image folder in the Dataset tab.", code="dataset_not_found",
         )
     return root
@@ -200,7 +200,7 @@ def scan(cfg: DatasetConfig, *, verify: bool = False) -> ScanResult:
     if not result.items:
         if result.excluded and not result.skipped:
             raise UserError(
-                f"Every image in the dataset folder {root} is excluded; remove some entries from dataset.exclude.",
+                f"Every image in the dataset folder {root} is excluded; remove some entries from {{dataset.exclude}}.",
                 code="empty_dataset",
             )
         raise empty_dataset_error(root)
@@ -221,7 +221,7 @@ def split_validation(items: list[ImageItem], split: float, seed: int) -> tuple[l
 
 def empty_dataset_error(root: Path) -> UserError:
     return UserError(
-        f"The dataset folder {root} holds no images Pillow can open; "
-        "add .png/.jpg/.webp files or point dataset.path at the right folder.",
+        f"The dataset folder {root} holds no images that can be opened; "
+        "add .png/.jpg/.webp files or point {dataset.path} at the right folder.",
         hint="Supported: " + ", ".join(sorted(IMAGE_EXTENSIONS)) + ".", code="empty_dataset",
     )

@@ -171,7 +171,7 @@ def apply_fix(finding: Finding, cfg: DatasetConfig) -> DatasetConfig:
         text = default_caption_for(rel, cfg)
         if not text:
             raise UserError(
-                f"There is no default caption to write for {rel}; set dataset.default_caption first.",
+                f"There is no default caption to write for {rel}; set {{dataset.default_caption}} first.",
                 code="no_default_caption",
             )
         if not read_caption(caption_path):  # never overwrite a caption typed since the check

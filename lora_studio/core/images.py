@@ -59,7 +59,7 @@ def _open(path: Path) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageError(
             path,
-            "is not a picture Pillow can read (perhaps another kind of file renamed with an image extension)",
+            "is not an image that can be opened (perhaps another kind of file renamed with an image extension)",
             hint="Open it in an image editor and save it as PNG or JPEG, or remove it.",
         ) from None
     except Image.DecompressionBombError:

@@ -166,20 +166,22 @@ def unet_parameters(cfg: Any) -> int | None:
 
 
 def nonstandard_size(cfg: Any) -> str | None:
-    """A sentence when the base model's UNet is not the size of a standard SD1 / SD2 / SDXL UNet (a test
-    model, a distilled or pruned one), whose memory the estimate (calibrated on the standard sizes) does
-    not describe; None when it is standard or its size cannot be read."""
+    """A sentence when the base model is not the size of a standard SD1 / SD2 / SDXL model (a test model, a
+    distilled or pruned one), whose memory the estimate (calibrated on the standard sizes) does not
+    describe; None when it is standard or its size cannot be read. Said in sizes an artist can picture,
+    not in parameter counts."""
     count = unet_parameters(cfg)
     kind = guess_kind(cfg)
     standard = ARCHS[kind].unet
     if count is None or abs(count - standard) <= STANDARD_SIZE_TOLERANCE * standard:
         return None
-    return (f"this base model's UNet has {_millions(count)} parameters, not the {_millions(standard)} of a standard "
-            f"{LABELS[kind]} UNet, so the estimate (made for the standard sizes) does not apply; it needs "
-            f"{'less' if count < standard else 'more'} memory")
+    return (f"this base model is {_share(count / standard)} a standard {LABELS[kind]} model, so the estimate (made for "
+            f"the standard sizes) does not apply; it needs {'less' if count < standard else 'more'} memory")
 
 
-def _millions(n: int) -> str:
-    if n >= 10e6:
-        return f"{n / 1e6:,.0f} M"
-    return f"{n / 1e6:.1f} M" if n >= 100_000 else f"{n:,}"
+def _share(ratio: float) -> str:
+    if ratio < 0.01:
+        return "under 1 % of the size of"
+    if ratio < 1:
+        return f"about {round(ratio * 100)} % of the size of"
+    return f"about {ratio:.1f} times the size of"

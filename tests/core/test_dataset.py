@@ -156,7 +156,7 @@ def test_empty_dataset(tmp_path):
     with pytest.raises(UserError) as e:
         scan(DatasetConfig(path=str(tmp_path)))
     assert e.value.code == "empty_dataset"
-    assert "holds no images Pillow can open; add .png/.jpg/.webp files" in e.value.message
+    assert "holds no images that can be opened; add .png/.jpg/.webp files" in e.value.message
 
 
 def test_everything_excluded(tmp_path):

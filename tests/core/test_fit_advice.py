@@ -103,6 +103,6 @@ def test_a_nonstandard_model_gets_a_plain_no_estimate(tmp_path):
     f.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 2304)
     cfg = Config().replace(model={"base": str(f), "kind": "sd1"}, train={"resolution": 512})
     summary = fit_advice.memory_summary(cfg, 8 * GB)
-    assert summary.verdict == "unknown" and summary.text.startswith("No memory estimate: this base model's UNet has ")
-    assert fit_advice.dry_run_report(cfg, 0).startswith("Memory estimate: none: this base model's UNet has ")
+    assert summary.verdict == "unknown" and summary.text.startswith("No memory estimate: this base model is under 1 % of the size of ")
+    assert fit_advice.dry_run_report(cfg, 0).startswith("Memory estimate: none: this base model is under 1 % of the size of ")
     assert fit_advice.suggest_settings(cfg.replace(train={"batch_size": 64}), 1 * GB) == []

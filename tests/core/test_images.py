@@ -61,7 +61,7 @@ def test_empty_file(tmp_path):
 def test_text_file_named_png(tmp_path):
     path = tmp_path / "notes.png"
     path.write_text("this is not a picture")
-    with pytest.raises(ImageError, match="notes.png is not a picture"):
+    with pytest.raises(ImageError, match="notes.png is not an image that can be opened"):
         load_rgb(path)
     with pytest.raises(ImageError):
         image_size(path)

@@ -135,7 +135,7 @@ def normalize_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def _foreign(state: dict[str, torch.Tensor]) -> str | None:
     keys = state.keys()
     if any(k.startswith(("lora_unet_", "lora_te")) or ".lora_down." in k or ".lora_A." in k for k in keys):
-        return "a LoRA (lora_unet_/lora_down keys), not a base model"
+        return "a LoRA, not a base model"
     if any("joint_blocks." in k for k in keys):
         return "a Stable Diffusion 3 model (MMDiT joint_blocks)"
     if any("double_blocks." in k for k in keys):
