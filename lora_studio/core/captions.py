@@ -8,6 +8,7 @@ write one tag per line, and kohya reads only the first line, which silently drop
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,6 +30,10 @@ class Captioned(Protocol):
 
 class CaptionError(UserError):
     code = "bad_caption"
+
+
+class CaptionNotUtf8(CaptionError):
+    """A caption file in another encoding (read_legacy_caption may read it)."""
 
 
 def split_tags(caption: str) -> list[str]:
@@ -65,10 +70,31 @@ def _decode(data: bytes, path: Path) -> str:
     try:
         return data.decode("utf-8-sig")  # tolerates the BOM some Windows editors write
     except UnicodeDecodeError:
-        raise CaptionError(
+        raise CaptionNotUtf8(
             f"The caption file {path} is not UTF-8 text; re-save it as UTF-8 in your text editor.",
             hint="Most editors offer UTF-8 under Save As → Encoding.",
         ) from None
+
+
+LEGACY_ENCODING = "cp1252"  # what Notepad and most Windows editors wrote before UTF-8 was their default
+
+
+def read_legacy_caption(path: Path) -> str | None:
+    """The caption in a file that is not UTF-8, as an old Windows editor (Windows-1252) wrote it, folded
+    like read_caption; None when the file is missing, is UTF-8 after all, or is not Windows-1252 either."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    try:
+        _decode(data, Path(path))
+        return None
+    except CaptionNotUtf8:
+        pass
+    try:
+        return fold_lines(data.decode(LEGACY_ENCODING))
+    except UnicodeDecodeError:  # bytes Windows-1252 leaves undefined: some other encoding; only the artist knows
+        return None
 
 
 def write_caption(path: Path, text: str) -> None:
@@ -106,6 +132,17 @@ def tag_frequency(items: Iterable[Captioned]) -> dict[str, dict[str, int]]:
 
 def _same_tag(a: str, b: str) -> bool:
     return a.strip().casefold() == b.strip().casefold()
+
+
+def has_trigger(caption: str, trigger: str) -> bool:
+    """Whether the caption holds `trigger`: as a tag, or as words of a sentence caption ("a cat in
+    tstyle"), ignoring case; a word that merely contains it ("tstyles") does not count."""
+    trigger = trigger.strip()
+    if not trigger:
+        return True
+    if any(_same_tag(t, trigger) for t in split_tags(caption)):
+        return True
+    return re.search(rf"(?<!\w){re.escape(trigger)}(?!\w)", caption, re.IGNORECASE) is not None
 
 
 def add_trigger(caption: str, trigger: str) -> str:

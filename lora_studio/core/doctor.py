@@ -2,8 +2,9 @@
 
 It reports what would crash a run hours in (a truncated file), what would quietly spoil it (tiny
 images, duplicates that weigh double, captions past CLIP's 75-token window, missing captions), and
-what is converted automatically (CMYK, 16-bit, palette, transparency, EXIF rotation). Fixes never
-touch an image: "exclude" only adds the file to `dataset.exclude`; the caption fixes edit the .txt.
+what is converted automatically (CMYK, 16-bit, palette, transparency, EXIF rotation), and whether the
+trigger word is in the captions. Fixes never touch an image: "exclude" only adds the file to
+`dataset.exclude`; the caption fixes edit the .txt.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lora_studio.core.captions import CaptionError, read_caption, trim_caption, write_caption
+from lora_studio.core.captions import (
+    CaptionError, CaptionNotUtf8, add_trigger, has_trigger, read_caption, read_legacy_caption, trim_caption, write_caption,
+)
 from lora_studio.core.config import DatasetConfig
 from lora_studio.core.dataset import (
     caption_path_for, dataset_root, default_caption_for, empty_dataset_error, is_excluded, iter_image_files,
@@ -27,8 +30,11 @@ from lora_studio.core.errors import UserError
 from lora_studio.core.images import ImageError, conversion_notes, load_rgb
 from lora_studio.core.tokens import MAX_CAPTION_TOKENS, count_tokens
 
-KINDS = ("unreadable", "missing_caption", "empty_caption", "too_small", "duplicate", "long_caption", "odd_mode")
-FIXES = ("", "exclude", "write_default_caption", "trim_caption")
+KINDS = ("unreadable", "not_utf8", "missing_caption", "empty_caption", "too_small", "duplicate", "long_caption", "odd_mode",
+         "trigger_missing")
+FIXES = ("", "exclude", "write_default_caption", "trim_caption", "resave_utf8", "add_trigger")
+# How many captions without the trigger a finding names before it says "and N more".
+NAMED_CAPTIONS = 3
 
 # dHash bits two pictures may differ in and still be "the same picture" (re-encoded, resized, retouched).
 NEAR_DUPLICATE_BITS = 2
@@ -43,6 +49,10 @@ class Finding:
     path: Path  # the image the finding is about (also for caption findings)
     message: str  # plain words for an artist
     fix: str = ""  # one of FIXES; "" when only the artist can fix it
+    # A finding about the dataset as a whole (the trigger word) names the images its fix changes; `path`
+    # is then the dataset folder.
+    paths: tuple[Path, ...] = ()
+    detail: str = ""  # what the fix writes: the trigger word to add, the caption to re-save as UTF-8
 
 
 @dataclass
@@ -54,9 +64,10 @@ class _Fingerprint:
 
 
 def check_dataset(
-    cfg: DatasetConfig, resolution: int, *, progress: Callable[[int, int], None] | None = None
+    cfg: DatasetConfig, resolution: int, *, trigger: str = "", progress: Callable[[int, int], None] | None = None
 ) -> list[Finding]:
-    """Every problem in the dataset, in scan order. progress(done, total) is called after each image."""
+    """Every problem in the dataset, in scan order, then whether `trigger` (the output's trigger word) is in
+    every caption. progress(done, total) is called after each image."""
     root = dataset_root(cfg)
     exclude = {normalize_rel(e) for e in cfg.exclude if normalize_rel(e)}
     files = [(p, rel) for p, rel in iter_image_files(root) if not is_excluded(rel, exclude)]
@@ -68,7 +79,14 @@ def check_dataset(
         findings += _check_image(path, rel, cfg, resolution, seen)
         if progress is not None:
             progress(done, len(files))
-    return findings
+    return findings + _check_trigger(root, files, cfg, trigger)
+
+
+def check_trigger(cfg: DatasetConfig, trigger: str) -> list[Finding]:
+    """Only the trigger word's finding (captions are read, images are not): for a changed trigger word."""
+    root = dataset_root(cfg)
+    exclude = {normalize_rel(e) for e in cfg.exclude if normalize_rel(e)}
+    return _check_trigger(root, [(p, rel) for p, rel in iter_image_files(root) if not is_excluded(rel, exclude)], cfg, trigger)
 
 
 def _check_image(path: Path, rel: str, cfg: DatasetConfig, resolution: int, seen: list[_Fingerprint]) -> list[Finding]:
@@ -106,7 +124,15 @@ def _check_caption(path: Path, rel: str, cfg: DatasetConfig) -> list[Finding]:
     try:
         caption = read_caption(caption_path)
     except CaptionError as e:
-        return [Finding("unreadable", path, e.message, "")]
+        legacy = read_legacy_caption(caption_path) if isinstance(e, CaptionNotUtf8) else None
+        if legacy is None:
+            return [Finding("unreadable", path, e.message, "")]
+        return [Finding(
+            "not_utf8", path,
+            f'The caption file of {rel} is not UTF-8 text, so the image is left out of training. Read as an old Windows '
+            f'editor wrote it (Windows-1252), it says: "{legacy}". Re-save it as UTF-8 if that is right.',
+            "resave_utf8", detail=legacy,
+        )]
     default = default_caption_for(rel, cfg)
     fix = "write_default_caption" if default else ""
     if caption is None:
@@ -127,6 +153,36 @@ def _check_caption(path: Path, rel: str, cfg: DatasetConfig) -> list[Finding]:
             "trim_caption",
         )]
     return []
+
+
+def _check_trigger(root: Path, files: list[tuple[Path, str]], cfg: DatasetConfig, trigger: str) -> list[Finding]:
+    """One finding when the trigger word is missing from some or all of the caption files (images without
+    one have their own finding); its fix adds the trigger as the first tag of those captions."""
+    trigger = trigger.strip()
+    if not trigger:
+        return []
+    captioned, lacking = 0, []
+    for path, rel in files:
+        try:
+            caption = read_caption(caption_path_for(path, cfg))
+        except CaptionError:
+            continue  # reported above
+        if caption is None:
+            continue
+        captioned += 1
+        if not has_trigger(caption, trigger):
+            lacking.append((path, rel))
+    if not lacking:
+        return []
+    if len(lacking) == captioned:
+        message = (f'The trigger word "{trigger}" is in none of the {captioned} captions, so a prompt with it will not '
+                   "call up the style. Add it to every caption.")
+    else:
+        named = ", ".join(rel for _, rel in lacking[:NAMED_CAPTIONS])
+        more = f" and {len(lacking) - NAMED_CAPTIONS} more" if len(lacking) > NAMED_CAPTIONS else ""
+        message = (f'The trigger word "{trigger}" is missing from {len(lacking)} of the {captioned} captions ({named}{more}); '
+                   "those images teach the style without it. Add it to them.")
+    return [Finding("trigger_missing", root, message, "add_trigger", paths=tuple(p for p, _ in lacking), detail=trigger)]
 
 
 def dhash(img: Image.Image) -> int:
@@ -161,6 +217,13 @@ def _duplicate_of(fp: _Fingerprint, seen: list[_Fingerprint]) -> tuple[_Fingerpr
 def apply_fix(finding: Finding, cfg: DatasetConfig) -> DatasetConfig:
     """Carry out finding.fix and return the (possibly changed) dataset settings; images are never touched."""
     root = dataset_root(cfg)
+    if finding.fix == "add_trigger":
+        for image in finding.paths:
+            caption_path = caption_path_for(Path(image), cfg)
+            caption = read_caption(caption_path)
+            if caption is not None and not has_trigger(caption, finding.detail):  # typed since the check: kept
+                write_caption(caption_path, add_trigger(caption, finding.detail))
+        return cfg
     rel = Path(finding.path).resolve().relative_to(root).as_posix()
     if finding.fix == "exclude":
         if rel in {normalize_rel(e) for e in cfg.exclude}:
@@ -183,5 +246,15 @@ def apply_fix(finding: Finding, cfg: DatasetConfig) -> DatasetConfig:
             trimmed = trim_caption(caption, MAX_CAPTION_TOKENS)
             if trimmed != caption:
                 write_caption(caption_path, trimmed)
+        return cfg
+    if finding.fix == "resave_utf8":
+        # Read again now: what is written must be the text the artist saw and confirmed.
+        legacy = read_legacy_caption(caption_path)
+        if legacy is None:
+            return cfg  # re-saved as UTF-8 (or removed) since the check: nothing left to do
+        if legacy != finding.detail:
+            raise UserError(f"The caption file of {rel} has changed since the check; check the dataset again.",
+                            code="caption_changed")
+        write_caption(caption_path, legacy)  # atomically, as UTF-8
         return cfg
     raise ValueError(f"finding {finding.kind!r} has no automatic fix ({finding.fix!r})")

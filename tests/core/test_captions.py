@@ -106,3 +106,28 @@ def test_tag_frequency_groups_by_dataset_dir(tmp_path):
         (tmp_path / folder / f"{name}.txt").write_text(caption)
     freq = tag_frequency(scan(DatasetConfig(path=str(tmp_path))).items)
     assert freq == {"10_style": {"style": 2, "blue": 1, "red": 1}, "2_extra": {"red": 1, "style": 1}}
+
+
+def test_a_windows_1252_caption_is_read_as_such_only_when_it_is_not_utf8(tmp_path):
+    from lora_studio.core.captions import CaptionNotUtf8, read_legacy_caption
+
+    (tmp_path / "ansi.txt").write_bytes("café, naïve “quotes”\r\nsecond line".encode("cp1252"))
+    with pytest.raises(CaptionNotUtf8) as e:
+        read_caption(tmp_path / "ansi.txt")
+    assert e.value.code == "bad_caption"
+    assert read_legacy_caption(tmp_path / "ansi.txt") == "café, naïve “quotes”, second line"
+    (tmp_path / "utf8.txt").write_text("café", encoding="utf-8")
+    assert read_legacy_caption(tmp_path / "utf8.txt") is None  # nothing to convert
+    (tmp_path / "other.txt").write_bytes(b"\x81\x8d\x8f\x90\x9d")  # bytes Windows-1252 leaves undefined
+    assert read_legacy_caption(tmp_path / "other.txt") is None
+    assert read_legacy_caption(tmp_path / "missing.txt") is None
+
+
+@pytest.mark.parametrize("caption, found", [
+    ("tstyle, a cat", True), ("a cat, TStyle", True), ("a cat drawn in tstyle style", True),
+    ("tstyles, a cat", False), ("a cat", False), ("", False), ("my tstyle-ish cat", True),
+])
+def test_has_trigger_finds_the_word_as_a_tag_or_in_a_sentence(caption, found):
+    from lora_studio.core.captions import has_trigger
+
+    assert has_trigger(caption, "tstyle") is found

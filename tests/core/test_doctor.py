@@ -163,3 +163,66 @@ def test_empty_folder_is_a_user_error(tmp_path):
     with pytest.raises(UserError) as e:
         check_dataset(DatasetConfig(path=str(tmp_path)), 512)
     assert e.value.code == "empty_dataset"
+
+
+def test_a_windows_1252_caption_is_shown_as_read_and_resaved_as_utf8(tmp_path):
+    save(picture(1), tmp_path / "a.png", caption=None)
+    (tmp_path / "a.txt").write_bytes("mystyle, café crème".encode("cp1252"))
+    save(picture(2), tmp_path / "b.png")
+    cfg = DatasetConfig(path=str(tmp_path))
+    (finding,) = check_dataset(cfg, 256)
+    assert finding.kind == "not_utf8" and finding.fix == "resave_utf8"
+    assert 'it says: "mystyle, café crème". Re-save it as UTF-8' in finding.message
+    assert "left out of training" in finding.message
+    assert scan(cfg).skipped  # until the fix, training skips it with a clear message (kept)
+    apply_fix(finding, cfg)
+    assert (tmp_path / "a.txt").read_bytes() == "mystyle, café crème\n".encode("utf-8")
+    assert check_dataset(cfg, 256) == [] and not scan(cfg).skipped
+
+
+def test_a_caption_changed_since_the_check_is_not_resaved(tmp_path):
+    save(picture(1), tmp_path / "a.png", caption=None)
+    (tmp_path / "a.txt").write_bytes("café".encode("cp1252"))
+    cfg = DatasetConfig(path=str(tmp_path))
+    (finding,) = check_dataset(cfg, 256)
+    (tmp_path / "a.txt").write_bytes("thé".encode("cp1252"))  # edited in another program meanwhile
+    with pytest.raises(UserError) as e:
+        apply_fix(finding, cfg)
+    assert e.value.code == "caption_changed"
+    assert (tmp_path / "a.txt").read_bytes() == "thé".encode("cp1252")
+
+
+def test_a_caption_in_no_known_encoding_has_no_fix(tmp_path):
+    save(picture(1), tmp_path / "a.png", caption=None)
+    (tmp_path / "a.txt").write_bytes(b"\x81\x8d\x90")
+    (finding,) = check_dataset(DatasetConfig(path=str(tmp_path)), 256)
+    assert finding.kind == "unreadable" and finding.fix == "" and "not UTF-8" in finding.message
+
+
+def test_a_trigger_word_in_no_caption_is_found_and_added(tmp_path):
+    for i in range(3):
+        save(picture(i), tmp_path / f"{i}.png", caption=f"a picture, number {i}")
+    save(picture(9), tmp_path / "nocap.png", caption=None)  # has its own finding; never given a caption here
+    cfg = DatasetConfig(path=str(tmp_path))
+    assert [f.kind for f in check_dataset(cfg, 256)] == ["missing_caption"]  # no trigger word set: no check
+    found = [f for f in check_dataset(cfg, 256, trigger="zkstyle") if f.kind == "trigger_missing"]
+    (finding,) = found
+    assert finding.message.startswith('The trigger word "zkstyle" is in none of the 3 captions')
+    assert finding.fix == "add_trigger" and len(finding.paths) == 3 and finding.path == tmp_path.resolve()
+    apply_fix(finding, cfg)
+    assert (tmp_path / "0.txt").read_text(encoding="utf-8") == "zkstyle, a picture, number 0\n"
+    assert not (tmp_path / "nocap.txt").exists()
+    assert not [f for f in check_dataset(cfg, 256, trigger="zkstyle") if f.kind == "trigger_missing"]
+
+
+def test_a_trigger_word_in_only_some_captions_names_the_others(tmp_path):
+    for i in range(6):
+        save(picture(i), tmp_path / f"{i}.png", caption="zkstyle, a picture" if i < 1 else f"picture {i}")
+    cfg = DatasetConfig(path=str(tmp_path))
+    (finding,) = [f for f in check_dataset(cfg, 256, trigger="zkstyle") if f.kind == "trigger_missing"]
+    assert finding.message.startswith('The trigger word "zkstyle" is missing from 5 of the 6 captions (1.png, 2.png, 3.png and 2 more)')
+    (tmp_path / "5.txt").write_text("a sentence about zkstyle", encoding="utf-8")  # typed since the check
+    apply_fix(finding, cfg)
+    assert (tmp_path / "1.txt").read_text(encoding="utf-8") == "zkstyle, picture 1\n"
+    assert (tmp_path / "5.txt").read_text(encoding="utf-8") == "a sentence about zkstyle"  # left as typed
+    assert (tmp_path / "0.txt").read_text(encoding="utf-8") == "zkstyle, a picture"

@@ -16,7 +16,7 @@ from PySide6.QtGui import QImage, QKeySequence, QPixmap, QUndoCommand, QUndoStac
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
 from lora_studio.core.atomic import atomic_write_bytes
-from lora_studio.core.captions import fold_lines, read_caption, write_caption
+from lora_studio.core.captions import CaptionError, fold_lines, read_caption, write_caption
 from lora_studio.core.tokens import MAX_CAPTION_TOKENS, count_tokens
 from lora_studio.gui.dataset.model import with_changes
 from lora_studio.gui.images import decode_image
@@ -58,7 +58,11 @@ class CaptionWriter(QObject):
             Path(caption_path).unlink(missing_ok=True)
         else:
             atomic_write_bytes(caption_path, data)
-        self.written.emit(Path(image), read_caption(caption_path))
+        try:
+            text = read_caption(caption_path)
+        except CaptionError:  # an undo may restore a caption that training cannot read (not UTF-8)
+            text = None
+        self.written.emit(Path(image), text)
 
 
 class SetCaptionsCommand(QUndoCommand):

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 
 from lora_studio.core.captions import read_caption
 from lora_studio.core.dataset import caption_path_for, dataset_root, is_excluded, normalize_rel
-from lora_studio.core.doctor import Finding, apply_fix, check_dataset
+from lora_studio.core.doctor import Finding, apply_fix, check_dataset, check_trigger
 from lora_studio.core.errors import UserError
 from lora_studio.core.tokens import MAX_CAPTION_TOKENS, count_tokens
 from lora_studio.gui.dataset.bulk_actions import BulkActions
@@ -27,11 +27,13 @@ from lora_studio.gui.dataset.caption_editor import CaptionChange, CaptionWriter,
 from lora_studio.gui.store import ConfigStore
 from lora_studio.gui.tasks import run_in_background
 
-FIX_LABELS = {"exclude": "Leave out", "write_default_caption": "Write default caption", "trim_caption": "Trim to fit"}
-SEVERITY = {"unreadable": "error", "duplicate": "warn", "too_small": "warn", "long_caption": "warn",
-            "missing_caption": "warn", "empty_caption": "warn", "odd_mode": "info"}
+FIX_LABELS = {"exclude": "Leave out", "write_default_caption": "Write default caption", "trim_caption": "Trim to fit",
+              "resave_utf8": "Re-save as UTF-8", "add_trigger": "Add trigger word"}
+SEVERITY = {"unreadable": "error", "not_utf8": "error", "duplicate": "warn", "too_small": "warn", "long_caption": "warn",
+            "missing_caption": "warn", "empty_caption": "warn", "odd_mode": "info", "trigger_missing": "warn"}
 SEVERITY_ORDER = {"error": 0, "warn": 1, "info": 2}
-KIND_ORDER = {k: i for i, k in enumerate(("unreadable", "duplicate", "too_small", "long_caption", "empty_caption", "missing_caption", "odd_mode"))}
+KIND_ORDER = {k: i for i, k in enumerate(("unreadable", "not_utf8", "trigger_missing", "duplicate", "too_small", "long_caption",
+                                           "empty_caption", "missing_caption", "odd_mode"))}
 MAX_ROWS = 300  # beyond this the list is noise; the summary still counts everything
 
 
@@ -52,6 +54,8 @@ class HealthPanel(QWidget):
         super().__init__(parent)
         self.store, self.undo_stack, self.writer, self.bulk = store, undo_stack, writer, bulk
         self.findings: list[Finding] = []
+        self._checked = False  # a check has run: a new trigger word is then checked against the captions
+        self._trigger_checks = 0
         self._cancel = threading.Event()
         self._progress = _Progress(self)
         self._progress.step.connect(self._on_progress)
@@ -94,6 +98,7 @@ class HealthPanel(QWidget):
         self._cancel = cancel = threading.Event()
         dataset = dataclasses.replace(self.store.config.dataset, exclude=list(self.store.config.dataset.exclude))
         resolution = self.store.config.train.resolution
+        trigger = self.store.config.output.trigger
         emit = self._progress.step.emit
 
         def progress(done: int, total: int) -> None:
@@ -102,7 +107,7 @@ class HealthPanel(QWidget):
             emit(done, total)
 
         def work() -> list[Finding]:
-            return check_dataset(dataset, resolution, progress=progress)
+            return check_dataset(dataset, resolution, trigger=trigger, progress=progress)
 
         self.bar.setRange(0, 0)
         self.bar.show()
@@ -122,10 +127,14 @@ class HealthPanel(QWidget):
         if cancel is not self._cancel:
             return  # a newer check is on its way
         self._finish()
+        self._checked = True
+        self._set_findings(findings)
+        self.checked.emit(findings)
+
+    def _set_findings(self, findings: list[Finding]) -> None:
         # What stops training first, then what spoils it, then notes; scan order within each kind.
         self.findings = sorted(findings, key=lambda f: (SEVERITY_ORDER[SEVERITY.get(f.kind, "warn")], KIND_ORDER.get(f.kind, 99)))
         self._show()
-        self.checked.emit(findings)
 
     def _failed(self, cancel: threading.Event, error: Exception) -> None:
         if cancel is not self._cancel or isinstance(error, _Cancelled):
@@ -142,6 +151,7 @@ class HealthPanel(QWidget):
     def clear(self, message: str = "Not checked yet.") -> None:
         self.cancel()
         self._finish()
+        self._checked = False
         self.findings = []
         self.list.clear()
         self.summary.setText(message)
@@ -157,6 +167,9 @@ class HealthPanel(QWidget):
             return []
         out = []
         for f in self.findings:
+            if f.paths:  # about the dataset as a whole
+                out.append(f)
+                continue
             try:
                 rel = Path(f.path).resolve().relative_to(root).as_posix()
             except ValueError:
@@ -222,14 +235,14 @@ class HealthPanel(QWidget):
     def _activated(self, item: QListWidgetItem) -> None:
         finding = item.data(Qt.ItemDataRole.UserRole)
         if isinstance(finding, Finding):
-            self.image_activated.emit(Path(finding.path))
+            self.image_activated.emit(Path(finding.paths[0] if finding.paths else finding.path))
 
     def caption_written(self, image: Path, caption: str | None) -> None:
         """Drop the caption findings a new caption settled, without decoding everything again."""
         if not caption:
             return
         fits = count_tokens(caption) <= MAX_CAPTION_TOKENS
-        settled = {"missing_caption", "empty_caption"} | ({"long_caption"} if fits else set())
+        settled = {"missing_caption", "empty_caption", "not_utf8"} | ({"long_caption"} if fits else set())
         kept = [f for f in self.findings if not (Path(f.path) == Path(image) and f.kind in settled)]
         if len(kept) != len(self.findings):
             self.findings = kept
@@ -238,6 +251,22 @@ class HealthPanel(QWidget):
     def _config_changed(self, key: str) -> None:
         if key in ("", "dataset.exclude") and self.findings:
             self._show()
+        if key == "output.trigger" and self._checked:
+            self._check_trigger()
+
+    def _check_trigger(self) -> None:
+        """Check a new trigger word against the captions (not the images again), off the GUI thread; of
+        several quick edits only the last one's answer is shown."""
+        self._trigger_checks += 1
+        ticket = self._trigger_checks
+        dataset = dataclasses.replace(self.store.config.dataset, exclude=list(self.store.config.dataset.exclude))
+        trigger = self.store.config.output.trigger
+
+        def done(found: list[Finding]) -> None:
+            if ticket == self._trigger_checks and self._checked:
+                self._set_findings([f for f in self.findings if f.kind != "trigger_missing"] + found)
+
+        run_in_background(lambda: check_trigger(dataset, trigger), done, lambda _e: None, owner=self)
 
     # --- fixing ----------------------------------------------------------------------------------
 
@@ -248,13 +277,20 @@ class HealthPanel(QWidget):
                 rel = Path(finding.path).resolve().relative_to(dataset_root(dataset)).as_posix()
                 self.bulk.set_excluded([rel], True)
             else:
-                caption_path = caption_path_for(Path(finding.path), dataset)
-                old = read_bytes(caption_path)
-                apply_fix(finding, dataset)  # writes the caption file (atomically)
-                change = CaptionChange(Path(finding.path), caption_path, old, read_caption(caption_path))
-                self.undo_stack.push(SetCaptionsCommand(self.writer, [change], f"Fix caption of {Path(finding.path).name}", already_done=True))
+                self._fix_captions(finding, dataset)
         except UserError as e:
             self.summary.setText(e.message)
             return
         self.findings = [f for f in self.findings if f is not finding]
         self._show()
+
+    def _fix_captions(self, finding: Finding, dataset) -> None:
+        """Carry out a caption fix as one undo step, over every caption file it wrote."""
+        images = [Path(p) for p in finding.paths] or [Path(finding.path)]
+        files = [(image, caption_path_for(image, dataset)) for image in images]
+        old = {path: read_bytes(path) for _, path in files}
+        apply_fix(finding, dataset)  # writes the caption files (atomically)
+        changes = [CaptionChange(image, path, old[path], read_caption(path)) for image, path in files if read_bytes(path) != old[path]]
+        if changes:
+            what = f"caption of {images[0].name}" if len(images) == 1 else f"{len(changes)} captions"
+            self.undo_stack.push(SetCaptionsCommand(self.writer, changes, f"Fix {what}", already_done=True))
