@@ -120,6 +120,11 @@ def create_project(root: str | Path, dataset_path: str | Path | None = None, bas
     project = Project(root)
     if project.exists():
         raise UserError(f"{project.root} already holds a LoRA Studio project.", hint="Open it instead, or choose an empty folder.")
+    if not folder_is_free(project.root):
+        # The project's images/, runs/ and settings must not land among someone's other files unannounced.
+        raise UserError(f"The folder {project.root} already holds other files; choose an empty folder or a new name for the project.",
+                        hint="A project is a folder of its own: LoRA Studio writes images/, runs/ and lora_studio.toml into it.",
+                        code="folder_not_empty")
     project.root.mkdir(parents=True, exist_ok=True)
     if dataset_path is None:
         project.images_dir.mkdir(exist_ok=True)
@@ -133,6 +138,15 @@ def create_project(root: str | Path, dataset_path: str | Path | None = None, bas
     cfg = cfg.replace(model={"base": str(base_model)}, dataset={"path": str(dataset)}, output={"name": name})
     project.save_config(cfg)
     return project
+
+
+def folder_is_free(path: str | Path) -> bool:
+    """A folder a new project may go in: one that does not exist yet, or an empty one (hidden files such as
+    .DS_Store do not count)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        return True
+    return path.is_dir() and not any(not entry.name.startswith(".") for entry in path.iterdir())
 
 
 def _safe_name(text: str) -> str:

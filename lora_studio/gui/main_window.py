@@ -20,12 +20,13 @@ from lora_studio.core.runs import RunDir
 from lora_studio.core.project import (
     Project, add_recent_project, create_project, forget_recent_project, is_project, open_project, recent_projects,
 )
-from lora_studio.gui import menus, window_layout
+from lora_studio.gui import dialog_dirs, menus, window_layout
 from lora_studio.gui.dataset.bulk_actions import BulkActions, BulkActionsBar
 from lora_studio.gui.dataset.caption_editor import CaptionEditor, CaptionWriter
 from lora_studio.gui.dataset.health_panel import HealthPanel
 from lora_studio.gui.dataset.model import DatasetModel
 from lora_studio.gui.dataset.view import DatasetView
+from lora_studio.gui.new_project_dialog import NewProjectDialog
 from lora_studio.gui.pages import TrainPage, WelcomePage
 from lora_studio.gui.settings.panel import SettingsPanel
 from lora_studio.gui.store import ConfigStore
@@ -219,16 +220,12 @@ class MainWindow(QMainWindow):
         return True
 
     def new_project_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose an empty folder for the new project")
-        if not folder:
-            return
-        if is_project(folder):
-            self.open_project(folder)
-            return
-        self.new_project(folder)
+        root = NewProjectDialog.ask(self)  # a name and a place: the dialog refuses a folder that holds files
+        if root is not None:
+            self.new_project(root)
 
     def open_project_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open a LoRA Studio project folder")
+        folder = QFileDialog.getExistingDirectory(self, "Open a LoRA Studio project folder", dialog_dirs.start_dir("projects"))
         if folder:
             self.open_project(folder)
 

@@ -140,3 +140,18 @@ def test_collect_and_copy_images_keep_folders_and_captions(tmp_path):
     assert (dest / "c-2.png").is_file() and (dest / "c.txt").read_text() == "an orphan caption"
     again = copy_images(found, dest)
     assert again.copied == [] and again.already == 3
+
+
+def test_a_new_project_refuses_a_folder_that_holds_other_files(tmp_path):
+    busy = tmp_path / "Holiday photos"
+    busy.mkdir()
+    (busy / "beach.jpg").write_bytes(b"x")
+    with pytest.raises(UserError, match=r"already holds other files; choose an empty folder or a new name") as e:
+        create_project(busy)
+    assert e.value.code == "folder_not_empty"
+    assert sorted(p.name for p in busy.iterdir()) == ["beach.jpg"]  # nothing written among the artist's files
+    quiet = tmp_path / "Empty but for Finder"
+    quiet.mkdir()
+    (quiet / ".DS_Store").write_bytes(b"")
+    assert create_project(quiet).exists()  # hidden files do not count
+    assert create_project(tmp_path / "Not yet there").exists()
