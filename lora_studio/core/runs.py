@@ -26,6 +26,7 @@ from lora_studio.core import config as config_mod
 from lora_studio.core import events as ev
 from lora_studio.core.config import Config
 from lora_studio.core.errors import ConfigError
+from lora_studio.core.run_state import RunState
 
 CONFIG_FILE = "config.toml"
 EVENTS_FILE = "events.jsonl"
@@ -38,6 +39,7 @@ GRID_FILE = "grid.json"
 RANKING_FILE = "ranking.json"
 EXPORT_SUFFIX = ".safetensors"
 
+HEAD_BYTES = 16 * 1024
 TAIL_BYTES = 64 * 1024
 
 _STEP_DIR = re.compile(r"step_(\d{6,})")
@@ -169,17 +171,19 @@ class RunDir:
         return ev.read_jsonl(self.events)
 
     def head_and_tail_events(self) -> list[ev.Event]:
-        """The first event and those of the last TAIL_BYTES of events.jsonl: a long run's file holds tens of
-        thousands of progress lines, and everything a summary needs is at its two ends."""
+        """The events of the first HEAD_BYTES and the last TAIL_BYTES of the event log: a long run's log
+        holds tens of thousands of progress lines, and all a summary needs is at its two ends (the start,
+        after the dataset's warnings; the last progress and how it ended)."""
         with open(self.events, "rb") as f:
-            first = f.readline()
             size = f.seek(0, 2)
-            start = max(len(first), size - TAIL_BYTES)
-            f.seek(start)
-            tail = f.read().split(b"\n")
-        if start > len(first):
-            tail = tail[1:]  # the first piece is the end of a line cut in the middle
-        return [e for raw in (first, *tail) if (e := ev.from_json(raw.decode("utf-8", "replace"))) is not None]
+            f.seek(0)
+            if size <= HEAD_BYTES + TAIL_BYTES:
+                lines = f.read().split(b"\n")
+            else:
+                head = f.read(HEAD_BYTES).split(b"\n")[:-1]  # the last piece is a line cut in the middle
+                f.seek(size - TAIL_BYTES)
+                lines = head + f.read().split(b"\n")[1:]  # and so is the tail's first
+        return [e for raw in lines if (e := ev.from_json(raw.decode("utf-8", "replace"))) is not None]
 
     # --- samples ---------------------------------------------------------------------------------
 
@@ -236,6 +240,18 @@ def list_runs(runs_dir: Path | None) -> list[RunDir]:
 # --- summaries (the history's rows) ------------------------------------------------------------------
 
 
+def read_state(run: RunDir, *, whole: bool = True) -> RunState:
+    """The run as its event log tells it, with the checkpoints its folder holds now (the engine keeps
+    only the newest few). whole=False folds the log's two ends only, enough for a summary."""
+    try:
+        events = run.read_events() if whole else run.head_and_tail_events()
+    except OSError:
+        events = []
+    state = RunState.replay(events)
+    state.checkpoints = list(run.checkpoint_steps())
+    return state
+
+
 @dataclass(frozen=True)
 class RunSummary:
     run_dir: Path
@@ -247,6 +263,7 @@ class RunSummary:
     exported: str = ""
     error: str = ""
     checkpoint_steps: tuple[int, ...] = ()
+    status_word: str = "Interrupted"
 
     @property
     def run_id(self) -> str:
@@ -257,39 +274,18 @@ class RunSummary:
         return bool(self.checkpoint_steps) and self.status in ("stopped", "failed", "interrupted")
 
     def status_text(self) -> str:
-        return {
-            "completed": "Completed",
-            "stopped": f"Stopped at step {self.step:,}",
-            "failed": "Failed",
-            "running": "Training…",
-        }.get(self.status, "Interrupted")
+        return "Training…" if self.status == "running" else self.status_word
 
 
 def summarize(run: RunDir) -> RunSummary:
-    try:
-        events = run.head_and_tail_events()
-    except OSError:
-        events = []
-    fields: dict = {"checkpoint_steps": run.checkpoint_steps()}
-    for e in events:
-        match e:
-            case ev.Started():
-                fields.setdefault("started_at", e.time)
-                fields["total_steps"] = e.total_steps
-            case ev.Progress():
-                fields.update(step=e.step, total_steps=e.total_steps, loss=e.loss)
-            case ev.Exported():
-                fields["exported"] = e.path
-            case ev.Error():
-                fields["error"] = e.message
-            case ev.Finished():
-                fields["status"] = e.status
-                fields["step"] = max(fields.get("step", 0), e.step)
-                if e.export_path:
-                    fields["exported"] = e.export_path
-    if "started_at" not in fields and run.events.exists():
-        fields["started_at"] = run.events.stat().st_mtime
-    return RunSummary(run_dir=run.path, **fields)
+    state = read_state(run, whole=False)
+    started_at = state.started_at
+    if started_at is None and run.events.exists():
+        started_at = run.events.stat().st_mtime
+    return RunSummary(run_dir=run.path, started_at=started_at, status=state.status, step=state.step,
+                      total_steps=state.total_steps, loss=state.loss, exported=state.export_path,
+                      error=state.error.message if state.error else "", checkpoint_steps=tuple(state.checkpoints),
+                      status_word=state.status_word())
 
 
 def summaries(runs_dir: Path | None) -> list[RunSummary]:

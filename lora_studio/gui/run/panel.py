@@ -1,13 +1,13 @@
 """The Train tab: start / stop / resume a run, watch its progress, loss and samples, export the result.
 
-Everything shown comes from the engine's events, live through TrainingProcess or replayed from a past
-run's event log, so a reopened run looks the way it did while it trained. Errors go to a banner in
-the panel, never a modal dialog: the artist should be able to read the message and the log together.
+Everything shown is the RunModel's state (gui/run/run_model.py): the engine's events folded live, or a
+past run's event log folded the same way, so a reopened run looks the way it did while it trained. The
+widgets render from that state and keep none of their own. Errors go to a banner in the panel, never a
+modal dialog: the artist should be able to read the message and the log together.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +18,8 @@ from lora_studio.core import config as config_mod
 from lora_studio.core import events as ev
 from lora_studio.core.errors import UserError
 from lora_studio.core.fit_advice import with_changes
-from lora_studio.core.runs import RunDir, summaries, summarize
+from lora_studio.core.run_state import NO_CHECKPOINT
+from lora_studio.core.runs import RunDir, list_runs, summaries
 from lora_studio.gui.banner import Banner
 from lora_studio.gui.compare.dialog import CompareDialog
 from lora_studio.gui.engine_process import TrainingProcess
@@ -26,12 +27,8 @@ from lora_studio.gui.export_dialog import ExportDialog
 from lora_studio.gui.log_view import LogView
 from lora_studio.gui.run.history import RunHistory
 from lora_studio.gui.run.loss_chart import LossChart
+from lora_studio.gui.run.run_model import RunModel
 from lora_studio.gui.run.sample_gallery import SampleGallery
-
-PHASE_WORDS = {
-    "loading": "Loading the model…", "caching": "Preparing the images…", "training": "Training…",
-    "sampling": "Making sample images…", "saving": "Saving a checkpoint…", "exporting": "Exporting the LoRA…",
-}
 
 
 def format_eta(seconds: float) -> str:
@@ -61,20 +58,18 @@ class RunPanel(QWidget):
         super().__init__(parent)
         self.stop_timeout_ms = 60000
         self.lora_dirs: list[Path] | None = None  # None: the export dialog detects them
+        self.run = RunModel(self)
         self.runner = TrainingProcess(self)
         self._make_run: Callable[[], RunDir] | None = None
         self._runs_dir: Path | None = None
-        self._run_dir: Path | None = None  # the run on screen, live or replayed
-        self._finished: ev.Finished | None = None
-        self._exported: ev.Exported | None = None
-        self._rate_window: deque[tuple[float, int]] = deque(maxlen=30)
         self._history: RunHistory | None = None
         self._export_dialog: ExportDialog | None = None
         self._compare_dialog: CompareDialog | None = None
-        self._trying_again = False  # launched by "Apply and try again" (no checkpoint to resume from)
+        self._banner_shows: tuple | None = None  # the state's (error, warnings) the banner last showed
         self._build()
         self._connect_runner()
-        self._update_buttons()
+        self.run.changed.connect(self._render)
+        self._render(None)
 
     def _build(self) -> None:
         self.start_button = QPushButton("Start", self, clicked=self.start, toolTip="Start a new run with the settings")
@@ -131,15 +126,9 @@ class RunPanel(QWidget):
 
     def _connect_runner(self) -> None:
         r = self.runner
-        r.started_event.connect(self._on_started)
-        r.status_event.connect(lambda e: self.status_label.setText(e.message or PHASE_WORDS.get(e.phase, e.phase)))
-        r.progress_event.connect(self._on_progress)
-        r.sample_event.connect(self.gallery.add_sample)
-        r.checkpoint_event.connect(lambda e: self.status_label.setText(f"Saved a checkpoint at step {e.step:,}."))
-        r.exported_event.connect(self._on_exported)
-        r.warning_event.connect(self._show_warning)
-        r.error_event.connect(self._show_error)
-        r.finished_event.connect(self._on_finished_event)
+        for signal in (r.started_event, r.status_event, r.progress_event, r.sample_event, r.checkpoint_event,
+                       r.exported_event, r.warning_event, r.error_event, r.finished_event):
+            signal.connect(self.run.apply)
         r.log_line.connect(self.log_view.append_line)
         r.done.connect(self._on_done)
 
@@ -151,13 +140,14 @@ class RunPanel(QWidget):
         self._update_buttons()
 
     def set_runs_dir(self, runs_dir: Path | None) -> None:
-        """The project's runs/ folder: where Resume looks for the newest stopped run."""
-        self._runs_dir = Path(runs_dir) if runs_dir else None
-        # Reopening a project shows where it left off: the newest run's chart and samples.
-        if self._runs_dir is not None and not self.runner.is_running() and self._run_dir is None:
-            runs = summaries(self._runs_dir)
-            if runs:
-                self.show_run(runs[0].run_dir)
+        """The project's runs/ folder. Another project's shows where that project left off: its newest run,
+        or nothing at all; never the run of the project before."""
+        runs_dir = Path(runs_dir) if runs_dir else None
+        changed = runs_dir != self._runs_dir
+        self._runs_dir = runs_dir
+        if changed and not self.runner.is_running():
+            runs = list_runs(runs_dir)
+            self.run.show(runs[0] if runs else None)
         self._update_buttons()
 
     def set_engine_command(self, program: str | None, prefix_args: list[str] | None) -> None:
@@ -172,14 +162,13 @@ class RunPanel(QWidget):
         self.run_started.connect(history.set_active_run)
         self.run_finished.connect(lambda *_: history.set_active_run(None))
         # The live run's row (started time, step, loss) catches up at each checkpoint, not only at the end.
-        self.runner.started_event.connect(lambda _: history.refresh())
-        self.runner.checkpoint_event.connect(lambda _: history.refresh())
+        self.run.changed.connect(lambda e: history.refresh() if isinstance(e, (ev.Started, ev.Checkpoint)) else None)
 
     def is_training(self) -> bool:
         return self.runner.is_running()
 
     def current_run(self) -> Path | None:
-        return self._run_dir
+        return self.run.run_dir
 
     def start(self) -> None:
         if self.runner.is_running() or self._make_run is None:
@@ -189,34 +178,30 @@ class RunPanel(QWidget):
         except UserError as e:
             self.banner.show_message("error", e.message, e.hint)
             return
-        self._reset_view()
-        self._launch(run.path, ["train", str(run.config)])
+        self._launch(run, ["train", str(run.config)], fresh=True)
 
     def resume(self) -> None:
-        run_dir = self._resume_target()
-        if self.runner.is_running() or run_dir is None:
+        run = self._resume_target()
+        if self.runner.is_running() or run is None:
             return
-        self.show_run(run_dir)  # the chart and samples so far; the engine continues from its checkpoint
-        self._launch(run_dir, ["train", str(RunDir(run_dir).config), "--resume"])
+        # The chart and samples so far stay; the engine continues from its checkpoint.
+        self._launch(run, ["train", str(run.config), "--resume"], fresh=False)
 
     def apply_fix(self, changes: dict) -> None:
         """Write an error's suggested settings into the shown run's own settings (the project's settings
         follow through `fix_applied`), then run it again: from its last checkpoint, or from step 0 in the
         same folder when it has none (a new run per attempt would only leave failed runs behind)."""
-        run_dir = self._run_dir
-        if self.runner.is_running() or run_dir is None:
+        run = self.run.run
+        if self.runner.is_running() or run is None:
             return
-        path = RunDir(run_dir).config
         try:
-            config_mod.save(with_changes(config_mod.load(path, check=False), changes), path)
+            config_mod.save(with_changes(config_mod.load(run.config, check=False), changes), run.config)
         except (OSError, UserError) as err:
-            self.banner.show_message("error", f"Could not change the settings in {path}: {err}",
+            self.banner.show_message("error", f"Could not change the settings in {run.config}: {err}",
                                      "Check that the run folder still exists and can be written to.")
             return
         self.fix_applied.emit(dict(changes))
-        self.show_run(run_dir)
-        self._launch(run_dir, ["train", str(path), "--resume"])
-        self._trying_again = not RunDir(run_dir).checkpoint_steps()
+        self._launch(run, ["train", str(run.config), "--resume"], fresh=False)
 
     def stop(self) -> None:
         if not self.runner.is_running():
@@ -225,8 +210,7 @@ class RunPanel(QWidget):
             self.runner.kill()  # second press: the artist does not want to wait for the checkpoint
             return
         self.runner.stop(self.stop_timeout_ms)
-        self.status_label.setText("Stopping: finishing this step and saving a checkpoint…")
-        self._update_buttons()
+        self.run.say("Stopping: finishing this step and saving a checkpoint…")
 
     def shutdown(self) -> None:
         """End a running engine now (the window is closing)."""
@@ -234,49 +218,25 @@ class RunPanel(QWidget):
 
     def show_run(self, run_dir: Path) -> None:
         """Show a past run from its event log: loss chart, samples, progress, and how it ended."""
-        run_dir = Path(run_dir)
+        run = RunDir(run_dir)
         if self.runner.is_running():
-            if run_dir != self._run_dir:
-                self.status_label.setText("Training is running: stop it to look at another run.")
+            if run != self.run.run:
+                self.run.say("Training is running: stop it to look at another run.")
             return
-        self._reset_view()
-        self._run_dir = run_dir
-        points, last_progress, total = [], None, 0
-        for e in RunDir(run_dir).read_events():
-            match e:
-                case ev.Started():
-                    total = e.total_steps
-                case ev.Progress():
-                    points.append((e.step, e.loss))
-                    last_progress = e
-                case ev.Sample():
-                    self.gallery.add_sample(e)
-                case ev.Exported():
-                    self._exported = e
-                case ev.Error():
-                    self._show_error(e)
-                case ev.Finished():
-                    self._finished = e
-                    if e.status != "failed":
-                        self.banner.dismiss()  # a resumed run got past the error
-        self.chart.set_points(points)
-        if last_progress is not None:
-            self._set_progress(last_progress.step, last_progress.total_steps or total, None, None)
-        self.status_label.setText(self._ending_text(self._finished.status if self._finished else "interrupted"))
-        self._update_buttons()
+        self.run.show(run)
 
     def open_export_dialog(self) -> ExportDialog | None:
-        if self._run_dir is None or self.runner.is_running():
+        if self.run.run is None or self.runner.is_running():
             return None
         self._export_dialog = self._show_dialog(ExportDialog(
-            self._run_dir, self, self.lora_dirs, program=self.runner.program, prefix_args=self.runner.prefix_args))
+            self.run.run.path, self, self.lora_dirs, program=self.runner.program, prefix_args=self.runner.prefix_args))
         return self._export_dialog
 
     def open_compare_dialog(self) -> CompareDialog | None:
-        if self._run_dir is None or self.runner.is_running():
+        if self.run.run is None or self.runner.is_running():
             return None
         self._compare_dialog = self._show_dialog(CompareDialog(
-            self._run_dir, self, program=self.runner.program, prefix_args=self.runner.prefix_args, lora_dirs=self.lora_dirs))
+            self.run.run.path, self, program=self.runner.program, prefix_args=self.runner.prefix_args, lora_dirs=self.lora_dirs))
         return self._compare_dialog
 
     def _show_dialog(self, dialog):
@@ -287,121 +247,128 @@ class RunPanel(QWidget):
         dialog.open()
         return dialog
 
-    # --- engine events ------------------------------------------------------------------------------
+    # --- the engine ---------------------------------------------------------------------------------
 
-    def _launch(self, run_dir: Path, args: list[str]) -> None:
-        self._run_dir = run_dir
-        self._finished = None
-        self._trying_again = False
-        self._rate_window.clear()
-        self.banner.dismiss()
+    def _launch(self, run: RunDir, args: list[str], *, fresh: bool) -> None:
         self.log_view.clear()
-        self.progress_bar.setRange(0, 0)  # busy until the first step: loading a model takes a while
-        self.status_label.setText("Starting the training engine…")
+        self.run.begin(run, fresh=fresh, notice="Starting the training engine…")
         self.runner.start(args)
         self._update_buttons()
-        self.run_started.emit(run_dir)
+        self.run_started.emit(run.path)
 
-    def _on_started(self, e: ev.Started) -> None:
-        self._set_progress(e.start_step, e.total_steps, None, None, busy=e.start_step == 0)
-        where = f" from step {e.start_step:,}" if e.start_step else ""
-        self.status_label.setText(f"Started{where} on {e.device or 'the GPU'}: {e.total_steps:,} steps.")
-
-    def _on_progress(self, e: ev.Progress) -> None:
-        self.chart.add_point(e.step, e.loss)
-        if self._rate_window and e.step < self._rate_window[-1][1]:
-            self._rate_window.clear()
-        self._rate_window.append((e.time, e.step))
-        (t0, s0), (t1, s1) = self._rate_window[0], self._rate_window[-1]
-        rate = (s1 - s0) / (t1 - t0) if t1 > t0 and s1 > s0 else None
-        self._set_progress(e.step, e.total_steps, rate, e.eta_s)
-
-    def _on_exported(self, e: ev.Exported) -> None:
-        self._exported = e
-        check = "verified ✓" if e.verified else f"{len(e.problems)} problem(s) found" if e.problems else "not verified"
-        self.status_label.setText(f"Exported {Path(e.path).name} ({check}).")
-
-    def _on_finished_event(self, e: ev.Finished) -> None:
-        self._finished = e
-
-    def _on_done(self, success: bool) -> None:
+    def _on_done(self, _success: bool) -> None:
         # An engine that said it finished and then exited badly is taken at its word about how it ended.
-        status = self._finished.status if self._finished is not None else "failed"
-        if self.progress_bar.maximum() == 0:
-            self.progress_bar.setRange(0, 1)
-            self.progress_bar.setFormat("")
-        self.status_label.setText(self._ending_text(status))
+        finished = self.run.state.finished
+        self.run.end()
+        if self.run.run_dir is not None:
+            self.run_finished.emit(self.run.run_dir, finished.status if finished is not None else "failed")
+
+    # --- rendering the run --------------------------------------------------------------------------
+
+    def _render(self, event: ev.Event | None) -> None:
+        self._show_status()
+        self._show_progress()
+        self._show_losses()
+        self._show_samples()
+        self._show_problems(force=event is None)
         self._update_buttons()
-        if self._run_dir is not None:
-            self.run_finished.emit(self._run_dir, status)
 
-    # --- helpers ------------------------------------------------------------------------------------
+    def _show_status(self) -> None:
+        model, state = self.run, self.run.state
+        if model.live and state.finished is None:
+            text = model.notice or state.activity or "Starting the training engine…"
+        elif model.run is None:
+            text = "Ready."
+        else:
+            text = model.notice or state.outcome_text()
+        self.status_label.setText(text)
 
-    def _show_warning(self, e: ev.Warning) -> None:
-        if e.code == "nothing_to_resume" and self._trying_again:
-            return  # the artist asked to try again from step 0: the engine's "nothing to resume" is no news
-        self.banner.show_message("warning", e.message)
-
-    def _show_error(self, e: ev.Error) -> None:
-        action = None
-        if e.fix and self._run_dir is not None:
-            # A run that failed before its first checkpoint has nothing to resume: it starts again from 0.
-            label = "Apply and resume" if RunDir(self._run_dir).checkpoint_steps() else "Apply and try again"
-            action = (label, lambda: self.apply_fix(e.fix))
-        self.banner.show_message("error", e.message, e.hint, action=action)
-
-    def _ending_text(self, status: str) -> str:
-        step = self._finished.step if self._finished else 0
-        exported = self._exported.path if self._exported else (self._finished.export_path if self._finished else "")
-        saved = f" Saved {Path(exported).name}." if exported else ""
-        if status == "completed":
-            return f"Finished: {step:,} steps.{saved}"
-        if status == "stopped":
-            return f"Stopped at step {step:,}.{saved} Resume continues from there."
-        if self._run_dir is not None and RunDir(self._run_dir).checkpoint_steps():
-            return "Training did not finish. Resume continues from the last checkpoint."
-        return "Training did not finish."
-
-    def _set_progress(self, step: int, total: int, rate: float | None, eta: float | None, busy: bool = False) -> None:
-        if busy or total <= 0:
-            self.progress_bar.setRange(0, 0)
+    def _show_progress(self) -> None:
+        model, state, bar = self.run, self.run.state, self.progress_bar
+        if model.live and state.finished is None and not state.progressed and state.start_step == 0:
+            bar.setRange(0, 0)  # busy until the first step: loading a model takes a while
             return
-        self.progress_bar.setRange(0, total)
-        self.progress_bar.setValue(min(step, total))
-        self.progress_bar.setFormat(progress_text(step, total, rate, eta))
+        if state.total_steps <= 0:
+            bar.setRange(0, 1)
+            bar.setValue(0)
+            bar.setFormat("")
+            return
+        running = model.live and state.finished is None and not self.runner.is_stopping()
+        bar.setRange(0, state.total_steps)
+        bar.setValue(min(state.step, state.total_steps))
+        bar.setFormat(progress_text(state.step, state.total_steps, state.rate, state.eta_s if running else None))
 
-    def _reset_view(self) -> None:
-        self.chart.clear()
-        self.gallery.clear()
-        self.banner.dismiss()
-        self.log_view.clear()
-        self._finished = self._exported = None
-        self._rate_window.clear()
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(0)
-        self.progress_bar.setFormat("")
+    def _show_losses(self) -> None:
+        shown, wanted = self.chart.points(), self.run.state.losses
+        n = len(shown)
+        if shown == wanted[:n]:
+            for step, loss in wanted[n:]:
+                self.chart.add_point(step, loss)
+        else:
+            self.chart.set_points(wanted)
 
-    def _resume_target(self) -> Path | None:
-        if self._run_dir is not None and summarize(RunDir(self._run_dir)).resumable:
-            return self._run_dir
-        runs = summaries(self._runs_dir)
-        return next((r.run_dir for r in runs if r.resumable), None)
+    def _show_samples(self) -> None:
+        def key(s: ev.Sample) -> tuple:
+            return s.step, s.index, s.path
+
+        shown = {key(s) for s in self.gallery.samples()}
+        wanted = self.run.state.samples
+        if not shown <= {key(s) for s in wanted}:
+            self.gallery.clear()
+            shown = set()
+        for sample in wanted:
+            if key(sample) not in shown:
+                self.gallery.add_sample(sample)
+
+    def _show_problems(self, force: bool) -> None:
+        """The banner says the run's error, else its latest warning. It changes only when they do, so the
+        artist's ✕ and the panel's own messages stay as they are in between."""
+        state = self.run.state
+        warnings = [w for w in state.warnings if w.code != "nothing_to_resume"]  # the app only resumes runs
+        shows = (state.error, len(warnings))                                       # that have a checkpoint
+        if shows == self._banner_shows and not force:
+            return
+        self._banner_shows = shows
+        e = state.error
+        if e is not None:
+            action = None
+            if e.fix and self.run.run is not None:
+                # A run that failed before its first checkpoint has nothing to resume: it starts again from 0.
+                label = "Apply and resume" if state.checkpoints else "Apply and try again"
+                action = (label, lambda fix=e.fix: self.apply_fix(fix))
+            self.banner.show_message("error", e.message, e.hint, action=action)
+        elif warnings:
+            self.banner.show_message("warning", warnings[-1].message)
+        else:
+            self.banner.dismiss()
+
+    def _resume_target(self) -> RunDir | None:
+        if self.run.run is not None and self.run.state.resumable:
+            return self.run.run
+        return next((RunDir(r.run_dir) for r in summaries(self._runs_dir) if r.resumable), None)
 
     def _update_buttons(self) -> None:
         running = self.runner.is_running()
         stopping = running and self.runner.is_stopping()
-        resume_dir = None if running else self._resume_target()
+        resume = None if running else self._resume_target()
         self.start_button.setEnabled(not running and self._make_run is not None)
         self.stop_button.setEnabled(running)
         self.stop_button.setText("Force stop" if stopping else "Stop")
-        self.resume_button.setEnabled(resume_dir is not None)
-        self.resume_button.setToolTip(f"Continue {resume_dir.name} from its last checkpoint" if resume_dir
-                                      else "No stopped run to continue")
+        self.resume_button.setEnabled(resume is not None)
+        self.resume_button.setToolTip(self._resume_tip(resume))
         self.sample_button.setEnabled(running and not stopping)
         self.save_button.setEnabled(running and not stopping)
-        can_export = not running and self._run_dir is not None and bool(RunDir(self._run_dir).checkpoint_steps())
+        can_export = not running and self.run.run is not None and bool(self.run.state.checkpoints)
         self.export_button.setEnabled(can_export)
         self.compare_button.setEnabled(can_export)
+
+    def _resume_tip(self, resume: RunDir | None) -> str:
+        if resume is not None:
+            return f"Continue {resume.name} from its last checkpoint"
+        state = self.run.state
+        if not self.runner.is_running() and self.run.run is not None and state.began and state.status != "completed" and not state.checkpoints:
+            return NO_CHECKPOINT
+        return "No stopped run to continue"
 
     def _toggle_log(self, shown: bool) -> None:
         self.log_view.setVisible(shown)

@@ -67,7 +67,10 @@ def test_a_crash_shows_the_banner_and_start_works_again(qtbot, panel, runs_dir):
     assert panel.banner.isVisible() and panel.banner.kind == "error"
     assert "exit code 3" in panel.banner.message_label.text()
     assert "illegal memory access" in panel.banner.hint_label.text()
-    assert panel.status_label.text() == "Training did not finish."
+    # It crashed before its first checkpoint: nothing to resume, and the panel says so.
+    assert panel.status_label.text() == "Training did not finish. No checkpoint was saved; start again."
+    assert not panel.resume_button.isEnabled()
+    assert panel.resume_button.toolTip() == "No checkpoint was saved; start again."
     assert panel.start_button.isEnabled() and not panel.stop_button.isEnabled()
 
     panel.set_engine_command(*fake_engine_command())
@@ -185,7 +188,8 @@ def test_show_run_restores_chart_gallery_and_status(qtbot, panel, runs_dir):
     assert panel.chart.point_count() == 20
     assert panel.gallery.thumbnail_count() == 8
     assert [s.step for s in panel.gallery.samples()] == [10, 10, 20, 20, 30, 30, 40, 40]
-    assert panel.progress_bar.format() == "step 40 / 40"
+    # As the live run showed it at its end: the steps and the speed it trained at (no time left to go).
+    assert panel.progress_bar.format().startswith("step 40 / 40 · ") and panel.progress_bar.format().endswith(" it/s")
     assert panel.status_label.text() == "Finished: 40 steps. Saved my_style.safetensors."
     assert panel.export_button.isEnabled()
     qtbot.waitUntil(lambda: panel.gallery.loaded_count() == 8, timeout=5_000)
