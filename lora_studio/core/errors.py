@@ -2,7 +2,7 @@
 
 A message names the settings it is about as {section.key} placeholders ("lower {dataset.min_bucket_side}
 or raise {train.resolution}"): `spell` writes them as the keys for the CLI and the event stream, and the
-app writes them as the labels on screen (gui/settings/words.py).
+app writes them as the labels on screen (gui/settings/places.py).
 """
 
 from __future__ import annotations
@@ -17,11 +17,6 @@ KEY_PLACEHOLDER = re.compile(r"\{([a-z_]+\.[a-z0-9_]+)\}")
 def spell(text: str, name: Callable[[str], str] = str) -> str:
     """text with each {section.key} written as name(key): the key itself unless told otherwise."""
     return KEY_PLACEHOLDER.sub(lambda m: name(m.group(1)), text)
-
-
-def keys_in(text: str) -> list[str]:
-    """The settings a message names, in order."""
-    return KEY_PLACEHOLDER.findall(text)
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,8 @@ def _open(path: Path) -> Image.Image:
     except Image.DecompressionBombError:
         raise ImageError(path, "is too large to open safely", hint="Scale it down below 100 megapixels.") from None
     except OSError as e:
+        if e.errno is None:  # Pillow's own complaint about the bytes ("Truncated File Read"), not the disk's
+            raise ImageError(path, _decode_reason(e)) from None
         raise ImageError(path, f"cannot be read ({e.strerror or e})", hint="Check the file's permissions.") from None
 
 
@@ -110,7 +112,7 @@ def load_rgb(path: Path) -> Image.Image:
 
 def _decode_reason(e: BaseException) -> str:
     text = str(e)
-    if "truncated" in text or "broken data stream" in text or isinstance(e, EOFError):
+    if "truncated" in text.lower() or "broken data stream" in text or isinstance(e, EOFError):
         return "is cut short (truncated): the file ends before the picture does"
     return f"could not be decoded ({text or type(e).__name__})"
 

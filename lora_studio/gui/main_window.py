@@ -25,6 +25,7 @@ from lora_studio.gui.dataset.bulk_actions import BulkActions, BulkActionsBar
 from lora_studio.gui.dataset.caption_editor import CaptionEditor, CaptionWriter
 from lora_studio.gui.dataset.health_panel import HealthPanel
 from lora_studio.gui.dataset.model import DatasetModel
+from lora_studio.gui.dataset.rows import grid_rows
 from lora_studio.gui.dataset.view import DatasetView
 from lora_studio.gui.new_project_dialog import NewProjectDialog
 from lora_studio.gui.pages import TrainPage, WelcomePage
@@ -260,7 +261,7 @@ class MainWindow(QMainWindow):
         generation = self._scan_generation
         self._check_after_scan = self._check_after_scan or check
         dataset = dataclasses.replace(self.store.config.dataset, exclude=[])
-        run_in_background(lambda: scan(dataset), lambda result: self._scanned(generation, result.items),
+        run_in_background(lambda: scan(dataset), lambda result: self._scanned(generation, grid_rows(result, dataset)),
                           lambda error: self._scan_failed(generation, error), owner=self)
 
     def _scanned(self, generation: int, items: list) -> None:

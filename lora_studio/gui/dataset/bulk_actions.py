@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QCheckBox, QGridLayout, QLabel, QLineEdit, QPushBu
 
 from lora_studio.core.captions import add_trigger, find_replace, remove_trigger
 from lora_studio.core.dataset import normalize_rel
+from lora_studio.gui.dataset.rows import unusable_reason
 from lora_studio.gui.dataset.caption_editor import CaptionChange, CaptionWriter, SetCaptionsCommand, read_bytes
 from lora_studio.gui.store import ConfigStore
 
@@ -52,8 +53,8 @@ class BulkActions(QObject):
     def _rewrite(self, edit: Callable[[str], str], label: str, *, create_missing: bool = False) -> int:
         changes = []
         for it in self._items():
-            if not it.has_caption and not create_missing:
-                continue
+            if unusable_reason(it) or (not it.has_caption and not create_missing):
+                continue  # a file that cannot train gets no caption written beside it
             new = edit(it.caption)
             if it.has_caption and new == it.caption:
                 continue
@@ -100,7 +101,8 @@ class BulkActions(QObject):
         if exclude:
             text, msg = f"Exclude {what}", f"Left {what} out of training. The file is untouched; Include brings it back."
         else:
-            text, msg = f"Include {what}", f"{what[0].upper()}{what[1:]} will train again."
+            # A file name is said as it is spelled ("geopop_07.png", never "Geopop_07.png").
+            text, msg = f"Include {what}", f"Included {what} in training again."
         self.undo_stack.push(SetExcludedCommand(self.store, todo, exclude, text))
         self.message.emit(msg)
         return n

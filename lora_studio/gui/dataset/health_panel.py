@@ -11,7 +11,7 @@ import dataclasses
 import threading
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, Signal
 from PySide6.QtGui import QUndoStack
 from PySide6.QtWidgets import (
     QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar, QPushButton, QSizePolicy, QVBoxLayout, QWidget,
@@ -24,6 +24,7 @@ from lora_studio.core.errors import UserError
 from lora_studio.core.tokens import MAX_CAPTION_TOKENS, count_tokens
 from lora_studio.gui.dataset.bulk_actions import BulkActions
 from lora_studio.gui.dataset.caption_editor import CaptionChange, CaptionWriter, SetCaptionsCommand, read_bytes
+from lora_studio.gui.settings.places import say
 from lora_studio.gui.store import ConfigStore
 from lora_studio.gui.tasks import run_in_background
 
@@ -76,6 +77,7 @@ class HealthPanel(QWidget):
         self.list.setVerticalScrollMode(QListWidget.ScrollMode.ScrollPerPixel)
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # rows wrap instead
         self.list.setSelectionMode(QListWidget.SelectionMode.SingleSelection)
+        self.list.viewport().installEventFilter(self)
         self.list.itemActivated.connect(self._activated)
         self.list.itemClicked.connect(self._activated)
 
@@ -142,7 +144,7 @@ class HealthPanel(QWidget):
         self._finish()
         self.findings = []
         self.list.clear()
-        self.summary.setText(error.message if isinstance(error, UserError) else f"The check failed: {error}")
+        self.summary.setText(say(error.template) if isinstance(error, UserError) else f"The check failed: {error}")
 
     def _finish(self) -> None:
         self.bar.hide()
@@ -202,7 +204,7 @@ class HealthPanel(QWidget):
         dot = QLabel("●")
         dot.setObjectName(f"sev_{SEVERITY.get(finding.kind, 'warn')}")
         dot.setAlignment(Qt.AlignmentFlag.AlignTop)
-        text = QLabel(finding.message)
+        text = QLabel(say(finding.message))
         text.setWordWrap(True)
         text.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         layout = QHBoxLayout(row)
@@ -218,10 +220,13 @@ class HealthPanel(QWidget):
         self.list.setItemWidget(item, row)
         self._fit_row(item)
 
-    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
-        super().resizeEvent(event)
-        for i in range(self.list.count()):
-            self._fit_row(self.list.item(i))
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        # The list's viewport, not the panel: it also narrows when the scroll bar appears, and rows fitted
+        # to the wider width would put their fix buttons ("Leave out") under the scroll bar.
+        if obj is self.list.viewport() and event.type() == QEvent.Type.Resize:
+            for i in range(self.list.count()):
+                self._fit_row(self.list.item(i))
+        return super().eventFilter(obj, event)
 
     def _fit_row(self, item: QListWidgetItem) -> None:
         # Wrapped text changes height with the width: the row must be told its height for this width.
@@ -279,7 +284,7 @@ class HealthPanel(QWidget):
             else:
                 self._fix_captions(finding, dataset)
         except UserError as e:
-            self.summary.setText(e.message)
+            self.summary.setText(say(e.template))
             return
         self.findings = [f for f in self.findings if f is not finding]
         self._show()

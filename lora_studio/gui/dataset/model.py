@@ -4,7 +4,9 @@ Rows are ImageItem-like objects (path, rel, caption, has_caption, caption_path, 
 A thumbnail is asked for only when the view paints its row, decoded off the GUI thread (gui/images.py),
 and cached on disk under the project's `cache/thumbs/` keyed by path + mtime + size, so reopening a
 project of 500 images shows them at once. Until it lands the row shows a placeholder of the image's
-own aspect ratio (from the header sizes the scan read), so the grid does not jump.
+own aspect ratio (from the header sizes the scan read), so the grid does not jump. A row whose file cannot
+be opened — skipped by the scan (rows.py), or failing to decode although its header read well (a
+truncated JPEG) — says so (UnusableRole), and the grid marks it "Can't open".
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelInde
 from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
 
 from lora_studio.core.dataset import is_excluded
+from lora_studio.core.images import ImageError
+from lora_studio.gui.dataset.rows import unusable_reason
 from lora_studio.gui.images import decode_image, next_priority, thumb_key
 from lora_studio.gui.tasks import cancel_pending, run_in_background, wait_for_background
 
@@ -44,6 +48,7 @@ class DatasetModel(QAbstractListModel):
     RelRole = Qt.ItemDataRole.UserRole + 6
     SearchRole = Qt.ItemDataRole.UserRole + 7  # file name + caption, for the filter box
     ThumbnailReadyRole = Qt.ItemDataRole.UserRole + 8
+    UnusableRole = Qt.ItemDataRole.UserRole + 9  # why the file cannot train or be shown ("" when it can)
 
     thumbnail_ready = Signal(int)  # row
 
@@ -56,6 +61,7 @@ class DatasetModel(QAbstractListModel):
         self._thumb_size = thumb_size
         self._thumbs: dict[Path, QPixmap] = {}
         self._pending: set[Path] = set()
+        self._undecodable: dict[Path, str] = {}  # files whose thumbnail failed: the reason
         self._placeholders: dict[tuple[int, int], QPixmap] = {}
 
     # --- contents --------------------------------------------------------------------------------
@@ -66,6 +72,7 @@ class DatasetModel(QAbstractListModel):
         self._excluded = set(excluded)
         self._rows_by_path = {Path(it.path): row for row, it in enumerate(self._items)}
         self._thumbs = {p: px for p, px in self._thumbs.items() if p in self._rows_by_path}
+        self._undecodable.clear()  # a rescan tries again: the file may have been fixed
         self.endResetModel()
 
     def set_thumb_dir(self, path: Path | None) -> None:
@@ -102,7 +109,16 @@ class DatasetModel(QAbstractListModel):
         self.dataChanged.emit(idx, idx, [self.CaptionRole, self.HasCaptionRole, self.SearchRole, Qt.ItemDataRole.ToolTipRole])
 
     def included_items(self) -> list[Any]:
-        return [it for it in self._items if not is_excluded(it.rel, self._excluded)]
+        """The rows that train: not excluded, and files the scan could use."""
+        return [it for it in self._items if not is_excluded(it.rel, self._excluded) and not unusable_reason(it)]
+
+    def unusable(self, row: int) -> str:
+        """Why the row's file cannot be used ("" when it can): the scan's reason, or its failed decode."""
+        it = self._items[row]
+        return unusable_reason(it) or self._undecodable.get(Path(it.path), "")
+
+    def unusable_count(self) -> int:
+        return sum(1 for row in range(len(self._items)) if self.unusable(row))
 
     def included_count(self) -> int:
         return len(self.included_items())
@@ -126,7 +142,12 @@ class DatasetModel(QAbstractListModel):
         if role == Qt.ItemDataRole.DecorationRole:
             return self._thumbnail(it)
         if role == Qt.ItemDataRole.ToolTipRole:
+            reason = self.unusable(index.row())
+            if reason:
+                return f"This file {reason}, so it cannot train: fix it, or exclude it."
             return it.caption if it.has_caption else "No caption yet — select the image and write one."
+        if role == self.UnusableRole:
+            return self.unusable(index.row())
         if role == self.CaptionRole:
             return it.caption
         if role == self.ExcludedRole:
@@ -163,7 +184,7 @@ class DatasetModel(QAbstractListModel):
         px = self._thumbs.get(path)
         if px is not None:
             return px
-        if path not in self._pending:
+        if path not in self._pending and path not in self._undecodable and not unusable_reason(it):
             self._request(path)
         return self._placeholder(int(it.width), int(it.height))
 
@@ -175,7 +196,7 @@ class DatasetModel(QAbstractListModel):
         run_in_background(
             lambda: decode_image(path, size, cache),
             lambda image: self._landed(path, image),
-            lambda _error: self._pending.discard(path),  # unreadable: the placeholder stays; the doctor explains
+            lambda error: self._failed(path, error),
             owner=self, priority=next_priority(),
         )
 
@@ -188,6 +209,15 @@ class DatasetModel(QAbstractListModel):
         idx = self.index(row)
         self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole, self.ThumbnailReadyRole])
         self.thumbnail_ready.emit(row)
+
+    def _failed(self, path: Path, error: Exception) -> None:
+        # The header read, the pixels did not (a truncated JPEG): the row says so instead of staying grey.
+        self._pending.discard(path)
+        self._undecodable[path] = error.reason if isinstance(error, ImageError) else "cannot be opened"
+        row = self.row_of(path)
+        if row >= 0:
+            idx = self.index(row)
+            self.dataChanged.emit(idx, idx, [self.UnusableRole, Qt.ItemDataRole.ToolTipRole])
 
     def _placeholder(self, width: int, height: int) -> QPixmap:
         s = self._thumb_size

@@ -21,6 +21,7 @@ from lora_studio.core.dataset import dataset_root, is_excluded
 from lora_studio.core.errors import UserError
 from lora_studio.core.images import IMAGE_EXTENSIONS
 from lora_studio.core.project import ImportResult, Project, collect_images, copy_images
+from lora_studio.gui import dialog_dirs
 from lora_studio.gui.dataset.bulk_actions import BulkActions
 from lora_studio.gui.dataset.model import DatasetModel
 from lora_studio.gui.dataset.widgets import TEXT_HEIGHT, DropBar, ThumbDelegate
@@ -75,6 +76,7 @@ class DatasetView(QWidget):
         self.filter = QLineEdit(placeholderText="Filter by name or caption", clearButtonEnabled=True)
         self.filter.setMinimumWidth(120)
         self.filter.textChanged.connect(self.proxy.setFilterFixedString)
+        self.filter.textChanged.connect(self._refresh_count)  # the header says how many the filter shows
         self.zoom = QSlider(Qt.Orientation.Horizontal)
         self.zoom.setRange(80, 256)
         self.zoom.setMaximumWidth(110)
@@ -180,10 +182,15 @@ class DatasetView(QWidget):
         self._selection()
 
     def _refresh_count(self, *_: Any) -> None:
-        total, included = self.model.rowCount(), self.model.included_count()
-        text = f"{total:,} image{'s' if total != 1 else ''}"
-        if included != total:
-            text += f" · {total - included:,} excluded"
+        total, shown = self.model.rowCount(), self.proxy.rowCount()
+        unusable = self.model.unusable_count()
+        excluded = sum(1 for it in self.model.items() if is_excluded(it.rel, self.model.excluded()))
+        images = f"{total:,} image{'s' if total != 1 else ''}"
+        text = f"{shown:,} of {images} shown" if self.filter.text() and shown != total else images
+        if excluded:
+            text += f" · {excluded:,} excluded"
+        if unusable:
+            text += f" · {unusable:,} can't be opened"
         self.count.setText(text if total else "No images yet")
 
     def selected_items(self) -> list[Any]:
@@ -242,13 +249,17 @@ class DatasetView(QWidget):
 
     def browse_files(self) -> None:
         patterns = " ".join(f"*{e}" for e in sorted(IMAGE_EXTENSIONS))
-        files, _ = QFileDialog.getOpenFileNames(self, "Add images", "", f"Images ({patterns})")
+        files, _ = QFileDialog.getOpenFileNames(self, "Add images", dialog_dirs.start_dir("images"), f"Images ({patterns})")
         if files:
+            dialog_dirs.remember("images", files[0])
             self.add_paths([Path(f) for f in files])
 
     def browse_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose a folder of images")
+        # A folder of images is chosen from its parent: open beside the last one.
+        last = QSettings().value("dialogs/images", "")
+        folder = QFileDialog.getExistingDirectory(self, "Choose a folder of images", dialog_dirs.start_dir("images", Path(last).parent if last else None))
         if folder:
+            dialog_dirs.remember("images", folder)
             self.add_paths([Path(folder)])
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt's name
@@ -284,8 +295,9 @@ class DatasetView(QWidget):
             self._chosen(choice, False)
             return
         n = len(images)
-        what = f'the folder "{paths[0].name}"' if one_folder else f"{n} image{'s' if n != 1 else ''}"
-        question = f"Add {what} ({n:,} image{'s' if n != 1 else ''})?"
+        images_text = f"{n:,} image{'s' if n != 1 else ''}"
+        # The count once: "Add 2 images?", and for a folder its name and what it holds.
+        question = f'Add the folder "{paths[0].name}" ({images_text})?' if one_folder else f"Add {images_text}?"
         if not can_copy:
             question += f" This project trains on {_short(root, self.project)} where it is; drop a whole folder to switch to it."
         self.drop_bar.ask(question, can_copy=can_copy, can_use_in_place=one_folder,

@@ -13,12 +13,25 @@ from PySide6.QtWidgets import (
 )
 
 from lora_studio.gui.dataset.model import DatasetModel
+from lora_studio.gui.settings.places import say
 
 TEXT_HEIGHT = 20
 
 
+def badge_for(index: QModelIndex) -> tuple[str, QColor] | None:
+    """The mark a grid cell carries, most important first: left out, cannot be opened, no caption."""
+    if index.data(DatasetModel.ExcludedRole):
+        return "Excluded", QColor(90, 90, 90, 230)
+    reason = index.data(DatasetModel.UnusableRole)
+    if reason:
+        return ("Bad caption" if reason.startswith("its caption") else "Can't open"), QColor(190, 40, 40, 235)
+    if not index.data(DatasetModel.HasCaptionRole):
+        return "No caption", QColor(200, 120, 20, 230)
+    return None
+
+
 class ThumbDelegate(QStyledItemDelegate):
-    """A thumbnail fitted into its cell, the file name under it, and badges for excluded / uncaptioned."""
+    """A thumbnail fitted into its cell, the file name under it, and a badge (badge_for)."""
 
     def __init__(self, parent=None, icon: int = 144):
         super().__init__(parent)
@@ -56,10 +69,9 @@ class ThumbDelegate(QStyledItemDelegate):
         selected = option.state & QStyle.StateFlag.State_Selected
         painter.setPen(pal.color(QPalette.ColorRole.HighlightedText if selected else (QPalette.ColorRole.PlaceholderText if excluded else QPalette.ColorRole.Text)))
         painter.drawText(text_rect, Qt.AlignmentFlag.AlignCenter, name)
-        if excluded:
-            self._badge(painter, box, "Excluded", QColor(90, 90, 90, 230))
-        elif not index.data(DatasetModel.HasCaptionRole):
-            self._badge(painter, box, "No caption", QColor(200, 120, 20, 230))
+        badge = badge_for(index)
+        if badge:
+            self._badge(painter, box, *badge)
         painter.restore()
 
     def _badge(self, painter: QPainter, box: QRect, text: str, colour: QColor) -> None:
@@ -116,7 +128,7 @@ class DropBar(QFrame):
 
     def tell(self, text: str) -> None:
         self.setProperty("kind", "info")
-        self.label.setText(text)
+        self.label.setText(say(text))  # a scan error names settings by key; the bar says their labels
         for w in (self.copy_button, self.in_place_button, self.remember):
             w.setVisible(False)
         self.close_button.setText("Dismiss")

@@ -118,3 +118,59 @@ def test_exclude_button_uses_the_selection(qtbot, tmp_path, isolated_settings):
     h.view.filter.setText("img002")
     assert h.view.proxy.rowCount() == 1
     h.model.shutdown()
+
+
+def test_the_drop_question_counts_the_images_once(qtbot, tmp_path, isolated_settings):
+    h = Harness(qtbot, make_project(tmp_path / "p", 0))
+    art = make_images(tmp_path / "art", 3)
+    drop(h.view, art[:2])
+    assert h.view.drop_bar.label.text() == "Add 2 images?"  # not "Add 2 images (2 images)?"
+    drop(h.view, [tmp_path / "art"])
+    assert h.view.drop_bar.label.text() == 'Add the folder "art" (3 images)?'
+    h.model.shutdown()
+
+
+def test_the_header_counts_what_the_filter_shows(qtbot, tmp_path, isolated_settings):
+    project = make_project(tmp_path / "p", 0)
+    make_images(project.images_dir, 4, prefix="cat")
+    make_images(project.images_dir, 3, prefix="dog")
+    h = Harness(qtbot, project)
+    assert h.view.count.text() == "7 images"
+    h.view.filter.setText("dog")
+    assert h.view.count.text() == "3 of 7 images shown"
+    h.view.filter.clear()
+    assert h.view.count.text() == "7 images"
+    h.model.shutdown()
+
+
+def test_including_an_image_says_its_name_as_it_is_spelled(qtbot, tmp_path, isolated_settings):
+    project = make_project(tmp_path / "p", 0)
+    make_images(project.images_dir, 1, prefix="geopop_")
+    h = Harness(qtbot, project)
+    said = []
+    h.bulk.message.connect(said.append)
+    h.bulk.set_excluded(["geopop_000.png"], True)
+    h.bulk.set_excluded(["geopop_000.png"], False)
+    assert said[-1] == "Included geopop_000.png in training again."
+    h.model.shutdown()
+
+
+def test_add_images_opens_where_images_were_last_added_not_in_the_last_run(qtbot, tmp_path, isolated_settings, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    project = make_project(tmp_path / "p", 0)
+    art = make_images(tmp_path / "art", 2)
+    asked = []
+
+    def fake_open(parent, caption, folder, filters):
+        asked.append(folder)
+        return [str(art[0])], filters
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames", staticmethod(fake_open))
+    h = Harness(qtbot, project)
+    h.view.browse_files()
+    assert asked[0] and Path(asked[0]) != project.runs_dir  # never "" (Qt's last folder of any dialog)
+    h.view.drop_bar.hide()
+    h.view.browse_files()
+    assert Path(asked[1]) == tmp_path / "art"
+    h.model.shutdown()

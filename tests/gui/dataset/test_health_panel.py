@@ -70,3 +70,27 @@ def test_the_trigger_word_is_checked_and_added_in_one_step(qtbot, tmp_path, isol
     assert undo.count() == 1 and undo.undoText() == "Fix 3 captions"
     undo.undo()
     assert not any("zkstyle" in p.read_text(encoding="utf-8") for p in captions)
+
+
+def test_leave_out_buttons_are_not_under_the_scroll_bar(qtbot, tmp_path):
+    project = make_project(tmp_path / "p", 2)
+    for i in range(20):
+        (project.images_dir / f"notes{i:02d}.png").write_text("not a picture")
+    store = ConfigStore(save_delay_ms=0)
+    store.load(project)
+    stack, writer = QUndoStack(), CaptionWriter()
+    panel = HealthPanel(store, stack, writer, BulkActions(stack, writer, store, lambda: []))
+    qtbot.addWidget(panel)
+    panel.resize(420, 300)  # far too short for 20 rows: the list scrolls
+    panel.show()
+    qtbot.waitExposed(panel)
+    panel.check()
+    qtbot.waitUntil(lambda: len(panel.findings) >= 20, timeout=10_000)
+    qtbot.waitUntil(lambda: panel.list.verticalScrollBar().isVisible(), timeout=2000)
+    qtbot.wait(20)
+    viewport = panel.list.viewport()
+    buttons = [b for b in panel.list.findChildren(QPushButton) if b.text() == "Leave out"]
+    assert len(buttons) >= 20
+    for b in buttons:
+        right = b.mapTo(viewport, b.rect().topRight()).x()
+        assert right < viewport.width(), (right, viewport.width())
