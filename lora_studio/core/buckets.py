@@ -38,8 +38,8 @@ def make_buckets(resolution: int, min_side: int = 256, max_side: int = 1024, ste
     high = (max_side // step) * step
     if low > high:
         raise UserError(
-            f"{{dataset.min_bucket_side}} ({min_side}) and {{dataset.max_bucket_side}} ({max_side}) leave no side that is a "
-            f"multiple of {step}; widen the range.",
+            f"Bucket sides from {min_side} to {max_side} px leave no side that is a multiple of {step}; lower "
+            "{dataset.min_bucket_side} or raise {dataset.max_bucket_side}.",
             code="bad_buckets",
         )
     max_area = resolution * resolution

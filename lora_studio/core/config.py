@@ -337,7 +337,7 @@ def validate(cfg: Config) -> list[Problem]:
             problems.append(Problem(key, f"is {value}; " + (info.out_of_range or f"it must be between {low:g} and {high:g}.")))
     smallest = smallest_bucket_side(cfg)
     if smallest > cfg.dataset.max_bucket_side:
-        problems.append(Problem("dataset.min_bucket_side", f"({smallest}) is larger than {{dataset.max_bucket_side}} ({cfg.dataset.max_bucket_side}); make it smaller."))
+        problems.append(Problem("dataset.min_bucket_side", f"is {smallest}, larger than {{dataset.max_bucket_side}} at {cfg.dataset.max_bucket_side}; make it smaller."))
     if cfg.train.resolution % 8:
         problems.append(Problem("train.resolution", f"is {cfg.train.resolution}; it must be a multiple of 8 (512, 768 and 1024 are usual)."))
     for key in ("sample.width", "sample.height"):

@@ -82,8 +82,8 @@ def test_smallest_bucket_side_follows_the_resolution_by_default():
 def test_messages_name_other_keys_as_placeholders_the_cli_spells_as_keys():
     cfg = _valid().with_changes({"dataset.min_bucket_side": 2048, "dataset.max_bucket_side": 1024})
     (problem,) = validate(cfg)
-    assert problem.message == "(2048) is larger than {dataset.max_bucket_side} (1024); make it smaller."
-    assert str(problem) == "dataset.min_bucket_side (2048) is larger than dataset.max_bucket_side (1024); make it smaller."
+    assert problem.message == "is 2048, larger than {dataset.max_bucket_side} at 1024; make it smaller."
+    assert str(problem) == "dataset.min_bucket_side is 2048, larger than dataset.max_bucket_side at 1024; make it smaller."
     error = ConfigError([problem])
-    assert "dataset.min_bucket_side (2048) is larger than dataset.max_bucket_side" in error.message
-    assert "{dataset.min_bucket_side} (2048) is larger than {dataset.max_bucket_side}" in error.template
+    assert "dataset.min_bucket_side is 2048, larger than dataset.max_bucket_side at 1024" in error.message
+    assert "{dataset.min_bucket_side} is 2048, larger than {dataset.max_bucket_side} at 1024" in error.template

@@ -129,6 +129,7 @@ class SciSpinBox(QDoubleSpinBox):
         self.setDecimals(12)
         self.setRange(info.min if info.min is not None else 0.0, info.max if info.max is not None else 1.0)
         self.setKeyboardTracking(False)
+        self.setMinimumWidth(90)  # "5e-05" must not be cut to "5e"
         self.setToolTip(info.help)
 
     def textFromValue(self, value: float) -> str:  # noqa: N802 - Qt's name

@@ -46,5 +46,5 @@ def test_the_train_tab_names_the_field_to_fix(qtbot):
                                  "dataset.min_bucket_side": 2048, "dataset.max_bucket_side": 1024})
     page.set_ready(validate(cfg), "")
     text = page.ready_label.text()
-    assert "“Smallest bucket side” (Advanced settings) (2048) is larger than “Largest bucket side” (Advanced settings)" in text
+    assert "“Smallest bucket side” (Advanced settings) is 2048, larger than “Largest bucket side” (Advanced settings) at 1024" in text
     assert "dataset." not in text
