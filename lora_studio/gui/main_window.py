@@ -30,6 +30,7 @@ from lora_studio.gui.dataset.view import DatasetView
 from lora_studio.gui.new_project_dialog import NewProjectDialog
 from lora_studio.gui.pages import TrainPage, WelcomePage
 from lora_studio.gui.settings.panel import SettingsPanel
+from lora_studio.gui.settings.places import screen_name
 from lora_studio.gui.store import ConfigStore
 from lora_studio.gui.tasks import run_in_background
 
@@ -241,7 +242,7 @@ class MainWindow(QMainWindow):
         """Settings accepted from an error (out of memory) go into the project too, so the next run fits."""
         for key, value in changes.items():
             self.store.set(key, value)
-        self.statusBar().showMessage("Changed " + ", ".join(f"{k} to {v}" for k, v in changes.items()) + " in the project's settings.", 8000)
+        self.statusBar().showMessage("Changed " + ", ".join(f"{screen_name(k)} to {v}" for k, v in changes.items()) + " in the project's settings.", 8000)
 
     def _refresh_recent(self) -> None:
         recent = recent_projects()

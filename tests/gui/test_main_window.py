@@ -83,6 +83,8 @@ def test_a_fix_accepted_in_the_train_tab_reaches_the_project_settings(qtbot, tmp
     panel = w.ensure_train_page()
     panel.fix_applied.emit({"train.batch_size": 1, "train.gradient_accumulation": 2})
     assert w.settings_panel.batch_size.value() == 1
+    assert w.statusBar().currentMessage() == (  # the settings by their labels, not their keys
+        "Changed “Batch size” to 1, “Gradient accumulation” (Advanced settings) to 2 in the project's settings.")
     w.store.flush()
     train = tomllib.loads(project.config_path.read_text())["train"]
     assert (train["batch_size"], train["gradient_accumulation"]) == (1, 2)
