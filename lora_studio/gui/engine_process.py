@@ -1,22 +1,66 @@
-"""The engine as a child process: `python -m lora_studio ...` behind one QObject with typed signals.
+"""The engine as a child process: `python -m lora_studio train | export | compare ...` behind one QObject.
 
 Shaped like Frescobaldi's Job: every QProcess signal is connected in one place, stdout is read line by
-line (JSON events), stderr is the human log, and one `done(success)` says the process is gone. The GUI
-never imports the engine; it only ever talks to it through this process.
+line into protocol events (one `event` signal; readers match on the type), stderr is the human log, and
+one `done(success)` says the process is gone. The GUI never imports the engine; it only ever talks to it
+through this process.
+
+Two engine processes never work on one project at once (a comparison loading the model while a run
+trains would fight it for the GPU, and an export could read a checkpoint being replaced): starting one
+while another runs for the same project is refused with EngineBusy, which says what is running.
 """
 
 from __future__ import annotations
 
 import sys
 from collections import deque
+from pathlib import Path
 
 import psutil
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
 from lora_studio.core import events as ev
+from lora_studio.core.errors import UserError
 
 
 STDERR_TAIL_LINES = 12  # how much of the log a crash banner quotes
+# What each subcommand is, in the words of the message that refuses a second one.
+TASK_WORDS = {"train": "Training", "export": "An export", "compare": "A comparison"}
+
+
+class EngineBusy(UserError):
+    code = "engine_busy"
+
+
+class _Running:
+    """Which project has an engine process at work, and which one: the one owner of that question."""
+
+    def __init__(self) -> None:
+        self._by_project: dict[Path, EngineProcess] = {}
+
+    def claim(self, project: Path, process: EngineProcess, task: str) -> None:
+        other = self._by_project.get(project)
+        if other is not None and other is not process and other.is_running():
+            raise EngineBusy(f"{TASK_WORDS.get(other.task, 'The engine')} is still running for this project, so "
+                             f"{TASK_WORDS.get(task, 'this').lower()} cannot start now.",
+                             hint="Wait for it to finish, or stop it, then try again.")
+        self._by_project[project] = process
+
+    def release(self, process: EngineProcess) -> None:
+        for project in [p for p, owner in self._by_project.items() if owner is process]:
+            del self._by_project[project]
+
+
+RUNNING = _Running()
+
+
+def project_of(args: list[str]) -> Path | None:
+    """The project an engine command works on: the folder holding the run's runs/ folder (`train` names a
+    file in the run's folder, `export` and `compare` the folder itself); None for commands that touch no run."""
+    if len(args) < 2 or args[0] not in TASK_WORDS:
+        return None
+    run_dir = Path(args[1]).parent if args[0] == "train" else Path(args[1])
+    return run_dir.resolve().parent.parent
 
 
 class _LineBuffer:
@@ -59,17 +103,8 @@ def kill_process_tree(pid: int, terminate_first: bool = False) -> list[psutil.Pr
     return procs
 
 
-class TrainingProcess(QObject):
-    started_event = Signal(object)  # ev.Started
-    status_event = Signal(object)  # ev.Status
-    progress_event = Signal(object)  # ev.Progress
-    sample_event = Signal(object)  # ev.Sample
-    compare_cell_event = Signal(object)  # ev.CompareCell (the compare subcommand)
-    checkpoint_event = Signal(object)  # ev.Checkpoint
-    exported_event = Signal(object)  # ev.Exported
-    warning_event = Signal(object)  # ev.Warning
-    error_event = Signal(object)  # ev.Error
-    finished_event = Signal(object)  # ev.Finished
+class EngineProcess(QObject):
+    event = Signal(object)  # every protocol event the engine sends (core/events.py), in order
     log_line = Signal(str)  # one stderr line (and any stray non-JSON stdout line)
     done = Signal(bool)  # the process is gone; True when it exited 0 having said what it promised
 
@@ -91,6 +126,7 @@ class TrainingProcess(QObject):
         self.prefix_args = list(prefix_args) if prefix_args is not None else ["-m", "lora_studio"]
         self.require_finished = require_finished
         self.kill_grace_ms = kill_grace_ms
+        self.task = ""  # the subcommand running: train | export | compare
         self.last_finished: ev.Finished | None = None
         self.last_error: ev.Error | None = None
         self._stdout = _LineBuffer()
@@ -99,12 +135,6 @@ class TrainingProcess(QObject):
         self._running = False
         self._force_reason = ""  # set when we ended the process ourselves
         self._doomed: list[psutil.Process] = []
-        self._signals = {
-            ev.Started: self.started_event, ev.Status: self.status_event, ev.Progress: self.progress_event,
-            ev.Sample: self.sample_event, ev.CompareCell: self.compare_cell_event,
-            ev.Checkpoint: self.checkpoint_event, ev.Exported: self.exported_event,
-            ev.Warning: self.warning_event, ev.Error: self.error_event, ev.Finished: self.finished_event,
-        }
         # One QProcess, reused for every start: deleting a QProcess whose signals are still queued is a
         # known use-after-free in PySide6, and a finished QProcess can simply be started again.
         self._process = QProcess(self)
@@ -123,9 +153,15 @@ class TrainingProcess(QObject):
     # --- public API ---------------------------------------------------------------------------------
 
     def start(self, args: list[str]) -> None:
-        """Run the engine with args after `-m lora_studio`, e.g. ["train", "run/config.toml", "--resume"]."""
+        """Run the engine with args after `-m lora_studio`, e.g. ["train", str(run.config), "--resume"].
+        Raises EngineBusy while another engine process works on the same project."""
         if self._running:
             raise RuntimeError("the engine is already running")
+        args = [str(a) for a in args]
+        project = project_of(args)
+        if project is not None:
+            RUNNING.claim(project, self, args[0])
+        self.task = args[0] if args else ""
         self.last_finished = self.last_error = None
         self._stdout, self._stderr = _LineBuffer(), _LineBuffer()
         self._stderr_tail.clear()
@@ -136,7 +172,7 @@ class TrainingProcess(QObject):
         env.insert("PYTHONIOENCODING", "utf-8")  # Windows consoles default to a code page otherwise
         self._process.setProcessEnvironment(env)
         self._running = True
-        self._process.start(self.program, [*self.prefix_args, *[str(a) for a in args]])
+        self._process.start(self.program, [*self.prefix_args, *args])
 
     def send(self, command: str) -> bool:
         """Write one command line (stop / sample / save) to the engine's stdin; False if not running."""
@@ -243,9 +279,7 @@ class TrainingProcess(QObject):
             self.last_finished = event
         elif isinstance(event, ev.Error):
             self.last_error = event
-        signal = self._signals.get(type(event))
-        if signal is not None:
-            signal.emit(event)
+        self.event.emit(event)
 
     def _log(self, line: str) -> None:
         self._stderr_tail.append(line)
@@ -288,4 +322,5 @@ class TrainingProcess(QObject):
                 pass
         self._doomed = []
         self._running = False
+        RUNNING.release(self)
         self.done.emit(success)

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 from lora_studio.core import events as ev
 from lora_studio.core.images import ImageError
 from lora_studio.core.runs import RunDir
-from lora_studio.gui.engine_process import TrainingProcess
+from lora_studio.gui.engine_process import EngineBusy, EngineProcess
 from lora_studio.gui.images import decode_image
 
 PREVIEW_SIZE = 256
@@ -75,10 +75,8 @@ class ExportDialog(QDialog):
         self._name_edited = False
         self._with_events_flag = True
         self._error: ev.Error | None = None
-        self._process = TrainingProcess(self, program=program, prefix_args=prefix_args, require_finished=False)
-        self._process.exported_event.connect(self._on_exported)
-        self._process.error_event.connect(self._on_error)
-        self._process.status_event.connect(lambda e: self.status_label.setText(e.message or e.phase.capitalize()))
+        self._process = EngineProcess(self, program=program, prefix_args=prefix_args, require_finished=False)
+        self._process.event.connect(self._on_event)
         self._process.done.connect(self._on_done)
 
         self.checkpoint_combo = QComboBox(self)
@@ -172,9 +170,13 @@ class ExportDialog(QDialog):
         self.result_label.clear()
         self.preview_label.hide()
         self.open_button.hide()
-        self._set_busy(True, f"Exporting step {step:,} and checking it against the base model…")
         args = ["export", str(self.run_dir), "--step", str(step), "--out", str(self.output_path())]
-        self._process.start(args + (["--events"] if self._with_events_flag else []))
+        try:
+            self._process.start(args + (["--events"] if self._with_events_flag else []))
+        except EngineBusy as e:  # training or a comparison of this project is at work
+            self.result_label.setText(f"<b>{_html(e.message)}</b><br>{_html(e.hint)}")
+            return
+        self._set_busy(True, f"Exporting step {step:,} and checking it against the base model…")
 
     def reject(self) -> None:
         self._process.kill()  # a half-written export is worth nothing; the engine writes it atomically
@@ -182,11 +184,14 @@ class ExportDialog(QDialog):
 
     # --- process results ----------------------------------------------------------------------------
 
-    def _on_exported(self, event: ev.Exported) -> None:
-        self.result = event
-
-    def _on_error(self, event: ev.Error) -> None:
-        self._error = event
+    def _on_event(self, event: ev.Event) -> None:
+        match event:
+            case ev.Exported():
+                self.result = event
+            case ev.Error():
+                self._error = event
+            case ev.Status():
+                self.status_label.setText(event.message or event.phase.capitalize())
 
     def _on_done(self, success: bool) -> None:
         tail = "\n".join(self._process.stderr_tail())

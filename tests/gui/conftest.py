@@ -30,14 +30,14 @@ def run_dir(runs_dir: Path) -> Path:
 
 @pytest.fixture
 def make_runner(qtbot):
-    """Builds TrainingProcess objects that run the fake engine; any still running are killed at the end."""
-    from lora_studio.gui.engine_process import TrainingProcess
+    """Builds EngineProcess objects that run the fake engine; any still running are killed at the end."""
+    from lora_studio.gui.engine_process import EngineProcess
 
-    made: list[TrainingProcess] = []
+    made: list[EngineProcess] = []
 
-    def make(*options: str, **kwargs) -> TrainingProcess:
+    def make(*options: str, **kwargs) -> EngineProcess:
         program, prefix = fake_engine_command(*options)
-        runner = TrainingProcess(program=program, prefix_args=prefix, **kwargs)
+        runner = EngineProcess(program=program, prefix_args=prefix, **kwargs)
         made.append(runner)
         return runner
 

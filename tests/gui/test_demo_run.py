@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lora_studio.core.events import Exported, Sample
+from lora_studio.core.events import Exported, Progress, Sample
 from lora_studio.core.project import Project
 from lora_studio.gui.run.panel import RunPanel
 
@@ -32,9 +32,9 @@ def test_demo_trains_stops_resumes_and_exports_through_the_panel(qtbot, demo):
     panel.set_runs_dir(demo.runs_dir)
     panel.set_run_source(lambda: demo.new_run(cfg))
     samples: list[Sample] = []
-    panel.runner.sample_event.connect(samples.append)
+    panel.runner.event.connect(lambda e: samples.append(e) if isinstance(e, Sample) else None)
 
-    with qtbot.waitSignal(panel.runner.progress_event, timeout=240_000):
+    with qtbot.waitSignal(panel.runner.event, timeout=240_000, check_params_cb=lambda e: isinstance(e, Progress)):
         panel.start()
     assert panel.is_training()
     with qtbot.waitSignal(panel.run_finished, timeout=240_000) as stopped:
@@ -47,7 +47,7 @@ def test_demo_trains_stops_resumes_and_exports_through_the_panel(qtbot, demo):
     assert 0 < step_stopped < 400
 
     exported: list[Exported] = []
-    panel.runner.exported_event.connect(exported.append)
+    panel.runner.event.connect(lambda e: exported.append(e) if isinstance(e, Exported) else None)
     # Resume to a nearer end: the run's own config decides, as the artist's settings would.
     (Path(run_dir) / "config.toml").write_text(
         (Path(run_dir) / "config.toml").read_text().replace("max_steps = 400", f"max_steps = {step_stopped + 4}"))

@@ -1,4 +1,4 @@
-"""TrainingProcess against a real child process (tests/gui/fake_engine.py) replaying canned events."""
+"""EngineProcess against a real child process (tests/gui/fake_engine.py) replaying canned events."""
 
 from __future__ import annotations
 
@@ -6,25 +6,29 @@ import json
 from pathlib import Path
 
 import psutil
+import pytest
 
 from lora_studio.core import events as ev
-from lora_studio.gui.engine_process import TrainingProcess, _LineBuffer
+from lora_studio.gui.engine_process import EngineBusy, EngineProcess, _LineBuffer
 
-from fake_engine import RUN_OOM, RUN_SHORT
+from fake_engine import RUN_OOM, RUN_SHORT, make_run_dir
 
-SIGNALS = ("started", "status", "progress", "sample", "checkpoint", "exported", "warning", "error", "finished")
+TYPES = ("started", "status", "progress", "sample", "checkpoint", "exported", "warning", "error", "finished")
 
 
-def record(runner: TrainingProcess) -> tuple[list[ev.Event], list[str]]:
+def record(runner: EngineProcess) -> tuple[list[ev.Event], list[str]]:
     got: list[ev.Event] = []
     log: list[str] = []
-    for name in SIGNALS:
-        getattr(runner, f"{name}_event").connect(got.append)
+    runner.event.connect(got.append)
     runner.log_line.connect(log.append)
     return got, log
 
 
-def test_every_event_arrives_as_its_typed_signal_in_order(qtbot, make_runner, run_dir):
+def is_progress(e: ev.Event) -> bool:
+    return isinstance(e, ev.Progress)
+
+
+def test_every_event_arrives_on_the_event_signal_in_order(qtbot, make_runner, run_dir):
     runner = make_runner()
     got, log = record(runner)
     with qtbot.waitSignal(runner.done, timeout=20_000) as done:
@@ -33,7 +37,7 @@ def test_every_event_arrives_as_its_typed_signal_in_order(qtbot, make_runner, ru
 
     canned = [json.loads(line)["type"] for line in RUN_SHORT.read_text().splitlines()]
     assert [e.type for e in got] == canned  # includes the line written in two halves (the third)
-    assert {e.type for e in got} == set(SIGNALS) - {"error"}
+    assert {e.type for e in got} == set(TYPES) - {"error"}
     assert isinstance(got[0], ev.Started) and Path(got[0].run_dir) == run_dir
     samples = [e for e in got if isinstance(e, ev.Sample)]
     assert len(samples) == 8 and all(Path(s.path).is_file() for s in samples)
@@ -84,7 +88,7 @@ def test_exit_zero_without_finished_event_is_a_failure(qtbot, make_runner, run_d
 def test_stop_sends_the_command_and_the_engine_exits_cleanly(qtbot, make_runner, run_dir):
     runner = make_runner("--delay", "0.05")
     got, log = record(runner)
-    with qtbot.waitSignal(runner.progress_event, timeout=20_000):
+    with qtbot.waitSignal(runner.event, timeout=20_000, check_params_cb=is_progress):
         runner.start(["train", str(run_dir / "config.toml")])
     with qtbot.waitSignal(runner.done, timeout=20_000) as done:
         runner.stop(timeout_ms=10_000)
@@ -108,7 +112,7 @@ def _gone(pid: int) -> bool:
 def test_an_engine_that_ignores_stop_is_killed_with_its_children(qtbot, make_runner, run_dir):
     runner = make_runner("--ignore-stop", "--spawn-child", "--delay", "0.02", kill_grace_ms=200)
     got, log = record(runner)
-    with qtbot.waitSignal(runner.progress_event, timeout=20_000):
+    with qtbot.waitSignal(runner.event, timeout=20_000, check_params_cb=is_progress):
         runner.start(["train", str(run_dir / "config.toml")])
     child_pid = next(int(line.split()[-1]) for line in log if line.startswith("child pid"))
     assert psutil.pid_exists(child_pid)
@@ -119,10 +123,35 @@ def test_an_engine_that_ignores_stop_is_killed_with_its_children(qtbot, make_run
     qtbot.waitUntil(lambda: _gone(child_pid), timeout=5_000)
 
 
+def test_two_engines_never_work_on_one_project_at_once(qtbot, make_runner, run_dir, runs_dir, tmp_path):
+    training = make_runner("--delay", "0.05")
+    with qtbot.waitSignal(training.event, timeout=20_000, check_params_cb=is_progress):
+        training.start(["train", str(run_dir / "config.toml")])
+    earlier = make_run_dir(runs_dir, "20251201-090000")  # another run of the same project
+    export, compare = make_runner(require_finished=False), make_runner()
+    with pytest.raises(EngineBusy) as busy:
+        export.start(["export", str(earlier), "--events"])
+    assert busy.value.message == "Training is still running for this project, so an export cannot start now."
+    assert busy.value.hint == "Wait for it to finish, or stop it, then try again."
+    with pytest.raises(EngineBusy, match="so a comparison cannot start now"):
+        compare.start(["compare", str(earlier)])
+    assert not export.is_running() and not compare.is_running()
+
+    elsewhere = make_run_dir(tmp_path / "Other" / "runs", "20260101-120000")  # another project is free
+    with qtbot.waitSignal(export.done, timeout=20_000):
+        export.start(["export", str(elsewhere), "--events"])
+
+    with qtbot.waitSignal(training.done, timeout=20_000):
+        training.stop(timeout_ms=10_000)
+    with qtbot.waitSignal(export.done, timeout=20_000):  # its turn now
+        export.start(["export", str(earlier), "--events"])
+    assert export.last_error.code == "no_checkpoint"  # the fake engine ran, and found no checkpoint there
+
+
 def test_a_program_that_cannot_start_ends_the_job(qtbot):
-    runner = TrainingProcess(program="/nonexistent/python3", prefix_args=[])
+    runner = EngineProcess(program="/nonexistent/python3", prefix_args=[])
     errors: list[ev.Error] = []
-    runner.error_event.connect(errors.append)
+    runner.event.connect(lambda e: errors.append(e) if isinstance(e, ev.Error) else None)
     with qtbot.waitSignal(runner.done, timeout=10_000) as done:
         runner.start(["train", "x.toml"])
     assert done.args == [False]

@@ -36,7 +36,7 @@ from lora_studio.gui.compare.grid import (
 from lora_studio.gui.compare.grid_pane import CompareGridPane
 from lora_studio.gui.compare.preview import ComparePreviewPane
 from lora_studio.gui.compare.results import CompareResults, images_text
-from lora_studio.gui.engine_process import TrainingProcess
+from lora_studio.gui.engine_process import EngineBusy, EngineProcess
 from lora_studio.gui.export_dialog import ExportDialog
 from lora_studio.gui.images import ImageLoader
 
@@ -75,11 +75,8 @@ class CompareDialog(QDialog):
         self._loader = ImageLoader(self)  # thumbnails for the grid, large images for the preview
         self._fit_timer = QTimer(self, singleShot=True, interval=0, timeout=self._fit_splitter)
 
-        self._process = TrainingProcess(self, program=program, prefix_args=prefix_args)
-        self._process.compare_cell_event.connect(self._on_cell)
-        self._process.status_event.connect(self._on_status)
-        self._process.error_event.connect(self._on_error)
-        self._process.finished_event.connect(lambda e: setattr(self, "_finished", e))
+        self._process = EngineProcess(self, program=program, prefix_args=prefix_args)
+        self._process.event.connect(self._on_event)
         self._process.done.connect(self._on_done)
 
         self._build()
@@ -193,6 +190,11 @@ class CompareDialog(QDialog):
         args, plan = self.compare_args(), self.controls.plan()
         if args is None or plan is None:
             return
+        try:
+            self._process.start(args)
+        except EngineBusy as e:  # training or an export of this project is at work: the grid stays as it is
+            self._on_error(ev.Error(e.code, e.message, e.hint))
+            return
         self._results.start(plan)
         self.grid_pane.forget_images()
         self._phase = ""
@@ -205,7 +207,6 @@ class CompareDialog(QDialog):
         self._set_status("Starting the engine: loading the base model takes a little while…")
         self.progress_bar.setRange(0, 0)
         self.progress_bar.show()
-        self._process.start(args)
         self._update_controls()
 
     def stop(self) -> None:
@@ -247,6 +248,17 @@ class CompareDialog(QDialog):
         return self._loader.wait(msecs)
 
     # --- engine events ------------------------------------------------------------------------------
+
+    def _on_event(self, event: ev.Event) -> None:
+        match event:
+            case ev.CompareCell():
+                self._on_cell(event)
+            case ev.Status():
+                self._on_status(event)
+            case ev.Error():
+                self._on_error(event)
+            case ev.Finished():
+                self._finished = event
 
     def _on_cell(self, cell: ev.CompareCell) -> None:
         if not Path(cell.path).is_absolute():

@@ -22,7 +22,7 @@ from lora_studio.core.run_state import NO_CHECKPOINT
 from lora_studio.core.runs import RunDir, list_runs, summaries
 from lora_studio.gui.banner import Banner
 from lora_studio.gui.compare.dialog import CompareDialog
-from lora_studio.gui.engine_process import TrainingProcess
+from lora_studio.gui.engine_process import EngineBusy, EngineProcess
 from lora_studio.gui.export_dialog import ExportDialog
 from lora_studio.gui.log_view import LogView
 from lora_studio.gui.run.history import RunHistory
@@ -59,7 +59,7 @@ class RunPanel(QWidget):
         self.stop_timeout_ms = 60000
         self.lora_dirs: list[Path] | None = None  # None: the export dialog detects them
         self.run = RunModel(self)
-        self.runner = TrainingProcess(self)
+        self.runner = EngineProcess(self)
         self._make_run: Callable[[], RunDir] | None = None
         self._runs_dir: Path | None = None
         self._history: RunHistory | None = None
@@ -126,9 +126,7 @@ class RunPanel(QWidget):
 
     def _connect_runner(self) -> None:
         r = self.runner
-        for signal in (r.started_event, r.status_event, r.progress_event, r.sample_event, r.checkpoint_event,
-                       r.exported_event, r.warning_event, r.error_event, r.finished_event):
-            signal.connect(self.run.apply)
+        r.event.connect(self.run.apply)
         r.log_line.connect(self.log_view.append_line)
         r.done.connect(self._on_done)
 
@@ -249,12 +247,17 @@ class RunPanel(QWidget):
 
     # --- the engine ---------------------------------------------------------------------------------
 
-    def _launch(self, run: RunDir, args: list[str], *, fresh: bool) -> None:
+    def _launch(self, run: RunDir, args: list[str], *, fresh: bool) -> bool:
+        try:
+            self.runner.start(args)
+        except EngineBusy as e:  # a comparison or an export of this project is still at work
+            self.banner.show_message("error", e.message, e.hint)
+            return False
         self.log_view.clear()
         self.run.begin(run, fresh=fresh, notice="Starting the training engine…")
-        self.runner.start(args)
         self._update_buttons()
         self.run_started.emit(run.path)
+        return True
 
     def _on_done(self, _success: bool) -> None:
         # An engine that said it finished and then exited badly is taken at its word about how it ended.

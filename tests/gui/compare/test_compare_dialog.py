@@ -10,6 +10,8 @@ import pytest
 from fake_engine import fake_engine_command, make_run_dir, replay_run
 from PySide6.QtCore import Qt
 
+from lora_studio.core import events as ev
+from lora_studio.core.runs import RunDir
 from lora_studio.gui.compare.dialog import CompareDialog
 from lora_studio.gui.compare.grid import has_trigger_variant, load_saved_grid, parse_strengths
 from lora_studio.gui.export_dialog import ExportDialog
@@ -74,7 +76,7 @@ def test_the_grid_fills_as_the_images_arrive(qtbot, compared_run, open_dialog):
     assert dialog.compare_args() == ["compare", str(compared_run), "--steps", "20,40", "--strengths", "0.5,1.0",
                                      "--sampling-steps", "30"]
     statuses: list[str] = []
-    dialog._process.compare_cell_event.connect(lambda _e: statuses.append(dialog.status_label.text()))
+    dialog._process.event.connect(lambda e: statuses.append(dialog.status_label.text()) if isinstance(e, ev.CompareCell) else None)
     _generate(qtbot, dialog)
 
     assert dialog.image_count() == 20
@@ -218,7 +220,7 @@ def test_a_crash_is_shown_with_the_end_of_the_log(qtbot, compared_run, open_dial
 
 def test_stop_sends_stop_and_keeps_the_images_made(qtbot, compared_run, open_dialog):
     dialog = open_dialog(compared_run, "--delay", "0.15")
-    with qtbot.waitSignal(dialog._process.compare_cell_event, timeout=15_000):
+    with qtbot.waitSignal(dialog._process.event, timeout=15_000, check_params_cb=lambda e: isinstance(e, ev.CompareCell)):
         dialog.generate()
     with qtbot.waitSignal(dialog._process.done, timeout=15_000) as done:
         qtbot.mouseClick(dialog.generate_button, Qt.MouseButton.LeftButton)
@@ -234,7 +236,7 @@ def test_stop_sends_stop_and_keeps_the_images_made(qtbot, compared_run, open_dia
 
 def test_closing_while_running_stops_first(qtbot, compared_run, open_dialog):
     dialog = open_dialog(compared_run, "--delay", "0.15")
-    with qtbot.waitSignal(dialog._process.compare_cell_event, timeout=15_000):
+    with qtbot.waitSignal(dialog._process.event, timeout=15_000, check_params_cb=lambda e: isinstance(e, ev.CompareCell)):
         dialog.generate()
     with qtbot.waitSignal(dialog.rejected, timeout=15_000):
         dialog.reject()
@@ -302,4 +304,34 @@ def test_run_panel_opens_the_comparison_for_the_shown_run(qtbot, runs_dir, compa
     assert dialog.image_count() == 20
     dialog.wait_for_images(5_000)
     dialog.close()
+    panel.gallery._loader.wait(5_000)
+
+
+def test_comparing_or_exporting_waits_while_the_project_trains(qtbot, runs_dir, compared_run, open_dialog, tmp_path):
+    panel = RunPanel()
+    qtbot.addWidget(panel)
+    panel.set_engine_command(*fake_engine_command("--delay", "0.05"))
+    panel.set_run_source(lambda: RunDir(make_run_dir(runs_dir, "20270101-000000")))
+    with qtbot.waitSignal(panel.runner.event, timeout=20_000, check_params_cb=lambda e: isinstance(e, ev.Progress)):
+        panel.start()
+
+    dialog = open_dialog(compared_run)  # opened before (a dialog of another window, say): the engine refuses
+    dialog.generate()
+    assert not dialog.is_running() and dialog.error_frame.isVisibleTo(dialog)
+    assert dialog.error_label.text() == ("<b>✖ Training is still running for this project, so a comparison "
+                                         "cannot start now.</b>")
+    assert dialog.hint_label.text() == "Wait for it to finish, or stop it, then try again."
+    assert dialog.generate_button.text() == "Generate" and dialog.strengths_edit.isEnabled()  # ready to try again
+    program, prefix = fake_engine_command("--delay", "0")
+    export = ExportDialog(compared_run, lora_dirs=[tmp_path / "loras"], program=program, prefix_args=prefix)
+    qtbot.addWidget(export)
+    export.start_export()
+    assert not export.is_running() and export.export_button.isEnabled()
+    assert "Training is still running for this project, so an export cannot start now." in export.result_label.text()
+
+    with qtbot.waitSignal(panel.run_finished, timeout=20_000):
+        panel.stop()
+    with qtbot.waitSignal(export._process.done, timeout=15_000) as done:
+        export.start_export()
+    assert done.args == [True] and export.result is not None
     panel.gallery._loader.wait(5_000)

@@ -152,7 +152,7 @@ def test_a_settings_problem_is_shown_and_nothing_starts(qtbot, panel):
 
 def test_stop_then_resume_continues_the_same_run(qtbot, panel, runs_dir):
     panel.set_engine_command(*fake_engine_command("--delay", "0.03"))
-    with qtbot.waitSignal(panel.runner.progress_event, timeout=20_000):
+    with qtbot.waitSignal(panel.runner.event, timeout=20_000, check_params_cb=lambda e: isinstance(e, ev.Progress)):
         panel.start()
     with qtbot.waitSignal(panel.run_finished, timeout=20_000) as finished:
         qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
