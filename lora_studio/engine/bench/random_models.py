@@ -46,6 +46,7 @@ def build_models(kind: str, size: str, device: torch.device, dtype: torch.dtype,
     from lora_studio.core.model_kinds import shipped_config
     from lora_studio.engine.models import load as models_mod
     from lora_studio.engine.models import tiny
+    from lora_studio.engine.models.tokenizers import tokenizer_for
 
     if size == "tiny":
         parts = tiny.build(kind, prediction, seed)
@@ -72,7 +73,7 @@ def build_models(kind: str, size: str, device: torch.device, dtype: torch.dtype,
         for i, m in enumerate((unet, vae, *tes)):
             m.to_empty(device=device)
             _cheap_init_(m, seed + i)
-        toks = [models_mod.tokenizer_for(kind)] + ([models_mod.tokenizer_for(kind, second=True)] if kind == "sdxl" else [])
+        toks = [tokenizer_for(kind)] + ([tokenizer_for(kind, second=True)] if kind == "sdxl" else [])
         sched = models_mod.scheduler_config_for(cfg_dir, prediction)
         name = f"{kind} {cfg_dir.name} (random weights)"
     sched["prediction_type"] = "v_prediction" if prediction == "v" else "epsilon"

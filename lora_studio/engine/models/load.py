@@ -8,6 +8,8 @@ Architecture configs: a folder carries its own. A single file carries none, so i
 shipped config of its kind (`resources/models/<kind>`), unless a config folder is given: the
 `config_dir` argument, or a `<file stem>.config/` folder next to the file (how tests and the demo
 project point a tiny single-file model at its tiny configs; see `ldm_convert.save_single_file`).
+That folder may also bring the model's own tokenizers (`tokenizer/`, `tokenizer_2/`), as a diffusers
+folder does; every tokenizer is checked against its text encoder when the model loads (tokenizers.py).
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import torch
 from lora_studio.core.config import ModelConfig
 from lora_studio.core.errors import UserError
 from lora_studio.core.model_kinds import LABELS, shipped_config
-from lora_studio.core.resources import resource
 from lora_studio.engine.models import single_file
+from lora_studio.engine.models.tokenizers import check_vocabularies, tokenizers_for
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
@@ -41,17 +43,6 @@ class Models:
     notes: list[str] = field(default_factory=list)  # what was decided and why, for a status event
     source: str = "folder"  # folder | file
     config_dir: Path | None = None  # where the architecture configs came from
-
-
-def tokenizer_for(kind: str, *, second: bool = False):
-    """The CLIP tokenizer from the shared resources/tokenizer files (never duplicated per model).
-
-    SD2's OpenCLIP and SDXL's second encoder pad with "!" (id 0); CLIP-L pads with the end token.
-    """
-    from transformers import CLIPTokenizer
-
-    pad = {"pad_token": "!"} if (kind == "sd2" or second) else {}
-    return CLIPTokenizer.from_pretrained(str(resource("tokenizer")), model_max_length=77, **pad)
 
 
 def detect_folder_kind(path: Path) -> str:
@@ -100,7 +91,7 @@ def _freeze(models: Models) -> Models:
 
 def _load_folder(path: Path, cfg: ModelConfig, dtype: torch.dtype) -> Models:
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     kind = _check_kind(cfg, detect_folder_kind(path), f"the folder {path.name}")
     found = _folder_prediction(path)
@@ -112,18 +103,12 @@ def _load_folder(path: Path, cfg: ModelConfig, dtype: torch.dtype) -> Models:
     unet = _part(path, "unet", lambda: UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, **kw))
     vae = _part(path, "vae", lambda: AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=torch.float32, **kw))
     text_encoders = [_part(path, "text_encoder", lambda: CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dtype, **kw))]
-
-    def tok(sub: str, second: bool):
-        # A folder without tokenizer files (some trimmed downloads) uses the shared vocabulary.
-        if (path / sub / "vocab.json").exists() or (path / sub / "tokenizer.json").exists():
-            return CLIPTokenizer.from_pretrained(path, subfolder=sub, **kw)
-        return tokenizer_for(kind, second=second)
-
-    tokenizers = [tok("tokenizer", False)]
     if kind == "sdxl":
         text_encoders.append(_part(path, "text_encoder_2", lambda: CLIPTextModelWithProjection.from_pretrained(
             path, subfolder="text_encoder_2", torch_dtype=dtype, **kw)))
-        tokenizers.append(tok("tokenizer_2", True))
+    tokenizers = tokenizers_for(path, kind, path.name)
+    check_vocabularies(tokenizers, text_encoders, path.name, path.name)
+    tokenizers = [t.tokenizer for t in tokenizers]
     sched = scheduler_config_for(path, prediction)
     return Models(kind, prediction, unet, vae, text_encoders, tokenizers, sched, path.name, notes, "folder", path)
 
@@ -168,6 +153,13 @@ def _load_vae_override(models: Models, cfg: ModelConfig) -> None:
     models.notes.append(f"VAE replaced by {path.name} (model.vae)")
 
 
+def _own_config_name(path: Path, config_dir: Path) -> str:
+    """The folder where a single file's own configs and tokenizers go: the one it was loaded with, or
+    the `<stem>.config/` sidecar it would need when it was built from the shipped configs."""
+    shipped = config_dir.resolve().parent == shipped_config("sd1").resolve().parent
+    return single_file.sidecar_config(path).name if shipped else config_dir.name
+
+
 def load_models(cfg: ModelConfig, dtype: torch.dtype = torch.float32, *, config_dir: str | Path | None = None) -> Models:
     """Every component of the base model on the CPU, frozen, in eval mode, in `dtype` (the VAE stays fp32).
 
@@ -195,7 +187,11 @@ def load_models(cfg: ModelConfig, dtype: torch.dtype = torch.float32, *, config_
             config_dir=Path(config_dir) if config_dir else None,
         )
         kind = loaded.kind
-        tokenizers = [tokenizer_for(kind)] + ([tokenizer_for(kind, second=True)] if kind == "sdxl" else [])
+        # A sidecar config folder may bring the model's own tokenizers; the shipped configs never do.
+        own = tokenizers_for(loaded.config_dir, kind, path.name)
+        loaded.notes += [f"tokenizer: {t.folder.parent.name}/{t.folder.name} (the model's own)" for t in own if t.folder]
+        check_vocabularies(own, loaded.text_encoders, path.name, _own_config_name(path, loaded.config_dir))
+        tokenizers = [t.tokenizer for t in own]
         sched = scheduler_config_for(loaded.config_dir, loaded.prediction)
         models = Models(
             kind, loaded.prediction, loaded.unet, loaded.vae, loaded.text_encoders, tokenizers, sched,

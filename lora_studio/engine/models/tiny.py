@@ -15,15 +15,19 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from lora_studio.core.model_kinds import KINDS
-from lora_studio.engine.models.load import tokenizer_for
+from lora_studio.engine.models.tokenizers import tokenizer_for
 
 TINY_RESOLUTION = 64  # the VAE downsamples by 8: 8x8 latents
 SDXL_TE_WIDTHS = (32, 48)
 
 
-def _text_config(width: int, *, layers: int = 2, act: str = "quick_gelu", projection: int | None = None) -> CLIPTextConfig:
+CLIP_VOCAB = 49408  # the shared tokenizer's size; the last two ids are the start and end tokens
+
+
+def _text_config(width: int, *, layers: int = 2, act: str = "quick_gelu", projection: int | None = None,
+                 vocab_size: int = CLIP_VOCAB) -> CLIPTextConfig:
     return CLIPTextConfig(
-        vocab_size=49408,
+        vocab_size=vocab_size,
         hidden_size=width,
         intermediate_size=width * 2,
         num_hidden_layers=layers,
@@ -31,8 +35,8 @@ def _text_config(width: int, *, layers: int = 2, act: str = "quick_gelu", projec
         max_position_embeddings=77,
         hidden_act=act,
         projection_dim=projection or width,
-        bos_token_id=49406,
-        eos_token_id=49407,
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
         pad_token_id=1,
     )
 
@@ -99,19 +103,20 @@ def unet(kind: str = "sd1") -> UNet2DConditionModel:
     )
 
 
-def build(kind: str = "sd1", prediction: str = "epsilon", seed: int = 0) -> dict:
-    """The components of a tiny pipeline, with seeded random weights."""
+def build(kind: str = "sd1", prediction: str = "epsilon", seed: int = 0, *, vocab_size: int = CLIP_VOCAB) -> dict:
+    """The components of a tiny pipeline, with seeded random weights. A smaller `vocab_size` makes text
+    encoders for a smaller vocabulary than CLIP's (the tokenizers are still the shared CLIP one)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
     torch.manual_seed(seed)
     parts = {"unet": unet(kind), "vae": vae(), "scheduler": scheduler(prediction), "tokenizer": tokenizer_for(kind)}
     if kind == "sdxl":
         te1, te2 = SDXL_TE_WIDTHS
-        parts["text_encoder"] = CLIPTextModel(_text_config(te1))
-        parts["text_encoder_2"] = CLIPTextModelWithProjection(_text_config(te2, act="gelu"))
+        parts["text_encoder"] = CLIPTextModel(_text_config(te1, vocab_size=vocab_size))
+        parts["text_encoder_2"] = CLIPTextModelWithProjection(_text_config(te2, act="gelu", vocab_size=vocab_size))
         parts["tokenizer_2"] = tokenizer_for(kind, second=True)
     else:
-        parts["text_encoder"] = CLIPTextModel(_text_config(32, act="gelu" if kind == "sd2" else "quick_gelu"))
+        parts["text_encoder"] = CLIPTextModel(_text_config(32, act="gelu" if kind == "sd2" else "quick_gelu", vocab_size=vocab_size))
     return parts
 
 

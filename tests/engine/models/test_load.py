@@ -12,7 +12,8 @@ from lora_studio.core.errors import UserError
 from lora_studio.core.resources import resource
 from lora_studio.engine.models import ldm_convert, tiny
 from lora_studio.core.model_kinds import CONFIG_NAMES, shipped_config
-from lora_studio.engine.models.load import load_models, tokenizer_for
+from lora_studio.engine.models.load import load_models
+from lora_studio.engine.models.tokenizers import tokenizer_for
 
 
 def _count(module) -> int:
