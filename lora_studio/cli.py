@@ -40,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--no-trigger-variants", action="store_true", help="only the prompts as written, not also without the trigger")
     c.add_argument("--seed", type=int, default=None, help="the base seed: prompt i uses seed + i in every cell, as the run's samples do (default: the run's sample seed)")
     c.add_argument("--sampling-steps", type=int, default=None, help="denoising steps per image (default: the run's)")
+    ranking = c.add_mutually_exclusive_group()
+    ranking.add_argument("--rank", action="store_true", help="then rank the grid's checkpoints (strength 1.0, with the "
+                         "trigger) and write the recommendation to ranking.json, in the grid's folder and the run's")
+    ranking.add_argument("--rank-samples", action="store_true", help="render no grid: rank the checkpoints by the run's "
+                         "own samples and write the run's ranking.json")
 
     i = sub.add_parser("inspect", help="show what a LoRA file holds (and verify it against a base model)")
     i.add_argument("file", type=Path)
@@ -88,6 +93,7 @@ def _run(args: argparse.Namespace) -> int:
         return compare_command(
             args.run_dir, steps=_numbers(args.steps, int), strengths=_numbers(args.strengths, float), prompts=args.prompt,
             trigger_variants=not args.no_trigger_variants, seed=args.seed, sampling_steps=args.sampling_steps,
+            rank=args.rank, rank_samples=args.rank_samples,
         )
     if args.command == "inspect":
         from lora_studio.engine.export.inspect_lora import inspect_command

@@ -14,7 +14,9 @@ same sentence. The rule, as an artist would pick by eye:
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 STILL_FOLLOWED = 0.8  # a share of the base model's own prompt score
 STYLE_TIE = 0.05
@@ -45,6 +47,15 @@ class Recommendation:
         scores = [CheckpointScore(**s) for s in data.get("scores", [])]
         return cls(int(data["step"]), str(data["sentence"]), float(data.get("base_prompts", 0.0)), scores,
                    [int(s) for s in data.get("overtrained", [])])
+
+
+def read_ranking(path: Path) -> Recommendation | None:
+    """The recommendation a ranking file holds (a run's RunDir.ranking, or a comparison's); None when there
+    is none or it cannot be read, and then nothing is marked: a ranking is advice, never in the way."""
+    try:
+        return Recommendation.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def recommend(scores: list[CheckpointScore], base_prompts: float) -> Recommendation | None:

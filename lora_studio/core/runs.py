@@ -56,6 +56,11 @@ def grid_file(folder: Path) -> Path:
     return Path(folder) / GRID_FILE
 
 
+def ranking_file(folder: Path) -> Path:
+    """The ranking.json of a run folder, or of a comparison's folder (a ranked grid keeps its own)."""
+    return Path(folder) / RANKING_FILE
+
+
 def sample_name(step: int, index: int, seed: int) -> str:
     return f"step_{step:06d}_p{index}_s{seed}.png"
 
@@ -147,7 +152,7 @@ class RunDir:
 
     @property
     def ranking(self) -> Path:
-        return self.path / RANKING_FILE
+        return ranking_file(self.path)
 
     def is_run(self) -> bool:
         """What a run is, for the CLI and the app alike: a folder with the settings it trains with."""

@@ -9,6 +9,11 @@ Output: a folder `<YYYYmmdd-HHMMSS>/` in the run's comparisons (core/runs.py) wi
 (`step_000200_s1.00_t1_p0.png`), the grid file rewritten after every cell (a stopped grid is still
 readable) and the grid's own event log.
 Events on stdout as `lora-studio train` writes them: status, compare_cell per image, finished.
+
+`--rank` then scores the grid's checkpoints from its own cells (strength 1 with the trigger, against the
+baseline row; engine/evaluate/rank.py, judged by the same model with every LoRA scale at 0) and writes the
+recommendation into the grid's folder and the run's ranking file, with a `ranking` event and the sentence
+on stderr. `--rank-samples` ranks the run's own samples instead, rendering nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,11 +29,15 @@ from pathlib import Path
 from lora_studio.core import events as ev
 from lora_studio.core.atomic import atomic_write, atomic_write_text
 from lora_studio.core.captions import join_tags, remove_trigger, split_tags
+from lora_studio.core.dataset import scan
 from lora_studio.core.errors import UserError
-from lora_studio.core.runs import RunDir, grid_file
+from lora_studio.core.images import load_rgb
+from lora_studio.core.ranking import Recommendation
+from lora_studio.core.runs import RunDir, grid_file, ranking_file
 from lora_studio.engine.process import StdinCommands, StreamSink, event_process
 
 ADAPTER = "default"  # the name lora.add_lora's inject_adapter_in_model gives the adapter
+RANK_STRENGTH = 1.0  # the ranking scores each checkpoint as trained, as the run's own samples show it
 
 
 def cell_name(step: int, strength: float, trigger: bool, prompt_index: int) -> str:
@@ -36,19 +46,37 @@ def cell_name(step: int, strength: float, trigger: bool, prompt_index: int) -> s
     return f"step_{step:06d}_s{s}_t{int(trigger)}_p{prompt_index}.png"
 
 
-def plan(run_dir: Path, *, steps=None, strengths=None, prompts=None, trigger_variants=True, seed=None, sampling_steps=None):
-    """(run config, [(step, CheckpointDir)], cells in render order, settings). Checks everything the
-    artist can get wrong before the model is loaded, so a typo fails in a second. A cell's path is its file
-    name alone: the grid's folder is made only when rendering starts."""
+def checked_run(run_dir: Path):
+    """(run config, its complete checkpoints); a UserError when the folder is no run or has none."""
     run = RunDir(run_dir)
     if not run.is_run():
         raise UserError(f"{run_dir} is not a training run (it has no {run.config.name}).",
                         hint="Pass a folder under the project's runs/.", code="not_a_run")
-    cfg = run.load_config()
     available = run.checkpoints()
     if not available:
-        raise UserError(f"The run {run_dir.name} has no checkpoints yet.", hint="Train it first (checkpoints are saved as it trains).",
+        raise UserError(f"The run {Path(run_dir).name} has no checkpoints yet.", hint="Train it first (checkpoints are saved as it trains).",
                         code="no_checkpoints")
+    return run.load_config(), available
+
+
+def check_training_images(cfg) -> None:
+    # The style score places each checkpoint between the base model's look and the training images'.
+    try:
+        found = bool(scan(cfg.dataset).items)
+    except UserError:  # no such folder: scan's hint names the Dataset tab, not this run's settings
+        found = False
+    if not found:
+        raise UserError(f"The run's training images are not in {cfg.dataset.path} any more, and ranking compares "
+                        "the checkpoints with them.", hint="Put them back there (or set dataset.path in the run's "
+                        "config.toml to where they are now).", code="no_training_images")
+
+
+def plan(run_dir: Path, *, steps=None, strengths=None, prompts=None, trigger_variants=True, seed=None, sampling_steps=None,
+         rank=False):
+    """(run config, [(step, CheckpointDir)], cells in render order, settings). Checks everything the
+    artist can get wrong before the model is loaded, so a typo fails in a second. A cell's path is its file
+    name alone: the grid's folder is made only when rendering starts."""
+    cfg, available = checked_run(run_dir)
     by_step = {c.step: c for c in available}
     if steps:
         unknown = [s for s in steps if s not in by_step]
@@ -61,6 +89,12 @@ def plan(run_dir: Path, *, steps=None, strengths=None, prompts=None, trigger_var
     if not strengths:
         raise UserError("No LoRA strength to compare.", hint="Pass --strengths 0.5,1.0 (0 is the baseline, always shown).",
                         code="no_strengths")
+    if rank:
+        if RANK_STRENGTH not in strengths:
+            raise UserError(f"--rank scores the checkpoints at strength {RANK_STRENGTH:g}, which --strengths leaves out.",
+                            hint=f"Add {RANK_STRENGTH:g} to --strengths, or rank the run's own samples with --rank-samples.",
+                            code="no_rank_strength")
+        check_training_images(cfg)
     prompts = list(prompts or cfg.sample.prompts)
     if not prompts:
         raise UserError("There is no prompt to render.", hint="Set sample prompts in the run's settings or pass --prompt \"...\".",
@@ -106,16 +140,33 @@ def _set_strength(modules, strength: float) -> None:
                 layer.set_scale(ADAPTER, strength)  # absolute: strength x alpha / rank, 1.0 = as trained
 
 
-def _render(run_dir: Path, sink: StreamSink, commands: StdinCommands, **options) -> str:
+def _load_base(cfg):
+    """The base model on the device, in the precision the run trained and sampled in: (models, compute dtype)."""
+    import torch
+
+    from lora_studio.engine.models.load import load_models
+    from lora_studio.engine.training.step import resolve_precision
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    mixed, dtype = resolve_precision(cfg, device)
+    compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed, torch.float32)
+    if dtype == torch.float8_e4m3fn:
+        dtype = compute  # fp8 storage is a training-memory trick; sampling alone fits in the compute dtype
+    models = load_models(cfg.model, dtype)
+    for m in (models.unet, *models.text_encoders):
+        m.to(device)
+    models.vae.to(device)  # load_models keeps it fp32, as the trainer does: SDXL's VAE overflows in fp16
+    return models, compute
+
+
+def _render(run_dir: Path, sink: StreamSink, commands: StdinCommands, *, rank=False, **options) -> str:
     import torch
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from lora_studio.engine.models.load import load_models
     from lora_studio.engine.training import lora, sampling
-    from lora_studio.engine.training.step import resolve_precision
 
-    cfg, chosen, cells, settings = plan(run_dir, **options)
+    cfg, chosen, cells, settings = plan(run_dir, rank=rank, **options)
     if "stop" in commands.poll():
         return "stopped"  # before the model loads (seconds to minutes) and before any folder is made
     out_dir = _new_dir(RunDir(run_dir).compare_dir)
@@ -124,14 +175,8 @@ def _render(run_dir: Path, sink: StreamSink, commands: StdinCommands, **options)
     settings.update(model_kind=state.get("model_kind", ""), rank=state["rank"], alpha=state["alpha"])
     grid = {"version": 1, "run_dir": str(run_dir), "status": "running", "settings": settings, "cells": []}
     sink.emit(ev.Status("loading", "Loading the base model"))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    mixed, dtype = resolve_precision(cfg, device)  # the precision the run trained and sampled in
-    compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed, torch.float32)
-    if dtype == torch.float8_e4m3fn:
-        dtype = compute  # fp8 storage is a training-memory trick; sampling alone fits in the compute dtype
-    models = load_models(cfg.model, dtype)
-    unet, tes = models.unet.to(device), [te.to(device) for te in models.text_encoders]
-    models.vae.to(device)  # load_models keeps it fp32, as the trainer does: SDXL's VAE overflows in fp16
+    models, compute = _load_base(cfg)
+    unet, tes, device = models.unet, models.text_encoders, models.unet.device
     # Injected after the move, as the trainer does, so the adapter stays fp32 on a bf16 base.
     net = lora.lora_config(state["rank"], state["alpha"], lora.unet_targets(cfg.network.targets))
     lora.add_lora(unet, net)
@@ -145,7 +190,7 @@ def _render(run_dir: Path, sink: StreamSink, commands: StdinCommands, **options)
     pipe.set_progress_bar_config(disable=True)
     autocast = (lambda: torch.autocast(device.type, dtype=compute)) if compute != torch.float32 else contextlib.nullcontext
 
-    status, loaded = "failed", None  # what the grid file says if a cell raises
+    status, loaded, made_cells = "failed", None, []  # what the grid file says if a cell raises
     try:
         for n, cell in enumerate(cells, 1):
             if "stop" in commands.poll():
@@ -170,8 +215,11 @@ def _render(run_dir: Path, sink: StreamSink, commands: StdinCommands, **options)
             grid["cells"].append(made.grid_entry(out_dir))
             atomic_write_text(grid_file(out_dir), json.dumps(grid, indent=1))
             sink.emit(made)
+            made_cells.append(made)
         else:
             status = "completed"
+        if rank and status == "completed":
+            _rank_grid(Path(run_dir), out_dir, cfg, settings["prompts"], made_cells, models, [unet, *tes], sink)
     finally:
         grid["status"] = status
         atomic_write_text(grid_file(out_dir), json.dumps(grid, indent=1))
@@ -182,10 +230,64 @@ def _render(run_dir: Path, sink: StreamSink, commands: StdinCommands, **options)
     return status
 
 
-def compare_command(run_dir: Path, *, steps=None, strengths=None, prompts=None, trigger_variants=True, seed=None, sampling_steps=None) -> int:
+def _rank_grid(run_dir: Path, out_dir: Path, cfg, prompts: list[str], cells: list[ev.CompareCell], models,
+               lora_modules, sink: StreamSink) -> None:
+    """Rank the grid's checkpoints by its own cells: the baseline row against each checkpoint as trained."""
+    import torch
+
+    from lora_studio.engine.evaluate import rank
+
+    sink.emit(ev.Status("sampling", "Scoring the checkpoints (style, prompts, validation loss)"))
+    pictures: dict[int, list] = {}
+    for c in cells:
+        if c.trigger and (c.step == 0 or c.strength == RANK_STRENGTH):
+            pictures.setdefault(c.step, []).append((load_rgb(c.path), c.prompt_index))
+    validation = rank.validation_losses(RunDir(run_dir).events)
+    # The judge is the base model: the same modules with every LoRA scale at 0.
+    with rank.base_model(lora_modules), torch.no_grad():
+        rec = rank.score_steps(models, cfg, pictures, prompts, rank.training_pictures(cfg), validation)
+    _publish(rec, run_dir, sink, grid_dir=out_dir)
+
+
+def _rank_samples(run_dir: Path, sink: StreamSink) -> str:
+    """Rank the run's checkpoints by the samples it made while training; nothing is rendered."""
+    from lora_studio.engine.evaluate import rank
+
+    cfg, available = checked_run(run_dir)
+    check_training_images(cfg)
+    sink.emit(ev.Status("loading", "Loading the base model"))
+    models, _ = _load_base(cfg)  # no LoRA injected: exactly the base model, the judge
+    sink.emit(ev.Status("sampling", "Scoring the checkpoints (style, prompts, validation loss)"))
+    rec = rank.rank_samples(models, cfg, RunDir(run_dir).samples_dir, [c.step for c in available],
+                            validation=rank.validation_losses(RunDir(run_dir).events))
+    if rec is None:
+        raise UserError("The run's samples cannot rank its checkpoints: it needs the step-0 samples and samples at "
+                        "a kept checkpoint's step.", hint=f"Render a grid and rank it instead: lora-studio compare "
+                        f"{run_dir} --rank", code="no_samples_to_rank")
+    _publish(rec, run_dir, sink)
+    return "completed"
+
+
+def _publish(rec: Recommendation, run_dir: Path, sink: StreamSink, grid_dir: Path | None = None) -> None:
+    """The recommendation in the run's ranking file (what the app marks), the grid's, the events and stderr."""
+    from lora_studio.engine.evaluate import rank
+
+    written = [rank.save_ranking(run_dir, rec)]
+    if grid_dir is not None:
+        written.append(ranking_file(grid_dir))
+        atomic_write_text(written[-1], json.dumps(rec.to_json(), indent=1))
+    sink.emit(rank.to_event(rec))
+    print(f"Recommended: {rec.sentence}\n  written to {', '.join(map(str, written))}", file=sys.stderr)
+
+
+def compare_command(run_dir: Path, *, steps=None, strengths=None, prompts=None, trigger_variants=True, seed=None,
+                    sampling_steps=None, rank=False, rank_samples=False) -> int:
     def body(sink: StreamSink) -> int:
-        status = _render(Path(run_dir), sink, StdinCommands(), steps=steps, strengths=strengths, prompts=prompts,
-                         trigger_variants=trigger_variants, seed=seed, sampling_steps=sampling_steps)
+        if rank_samples:
+            status = _rank_samples(Path(run_dir), sink)
+        else:
+            status = _render(Path(run_dir), sink, StdinCommands(), steps=steps, strengths=strengths, prompts=prompts,
+                             trigger_variants=trigger_variants, seed=seed, sampling_steps=sampling_steps, rank=rank)
         sink.emit(ev.Finished(status, 0))
         return 0
 

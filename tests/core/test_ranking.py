@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 from lora_studio.core.ranking import CheckpointScore as S
-from lora_studio.core.ranking import Recommendation, recommend
+from lora_studio.core.ranking import Recommendation, read_ranking, recommend
+from lora_studio.core.runs import RunDir
 
 
 def test_overtrained_checkpoints_lose_however_strong_their_style():
@@ -41,3 +44,16 @@ def test_round_trips_through_json_and_nothing_to_rank_is_none():
     rec = recommend([S(50, 0.5, 1.0, 0.1), S(100, 0.9, 1.0, None)], base_prompts=0.75)
     assert Recommendation.from_json(rec.to_json()) == rec
     assert recommend([], 1.0) is None
+
+
+def test_a_ranking_file_is_read_back_and_a_broken_one_marks_nothing(tmp_path):
+    rec = recommend([S(50, 0.5, 1.0, 0.1), S(100, 0.9, 1.0, 0.2)], base_prompts=1.0)
+    path = RunDir(tmp_path).ranking
+    assert read_ranking(path) is None  # no ranking yet
+    path.write_text(json.dumps(rec.to_json()), encoding="utf-8")
+    assert read_ranking(path) == rec
+    for broken in ("{ cut short", "[]", '{"sentence": "no step"}', '{"step": 1, "sentence": "s", "scores": [{"x": 1}]}'):
+        path.write_text(broken, encoding="utf-8")
+        assert read_ranking(path) is None, broken
+    path.write_bytes(b"\xff\xfe not utf-8")
+    assert read_ranking(path) is None

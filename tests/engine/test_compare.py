@@ -17,6 +17,7 @@ from PIL import Image
 from lora_studio.core import config as config_mod
 from lora_studio.core import events as ev
 from lora_studio.core.errors import UserError
+from lora_studio.core.ranking import Recommendation
 from lora_studio.engine.compare import cell_name, plan
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
@@ -155,3 +156,60 @@ def test_stop_on_stdin_ends_between_cells(run_dir):
     assert 1 <= len(cells) < 15
     grid = json.loads((Path(cells[0].path).parent / "grid.json").read_text())
     assert grid["status"] == "stopped" and [g["file"] for g in grid["cells"]] == [Path(c.path).name for c in cells]
+
+
+@pytest.fixture
+def unranked_run(run_dir, tmp_path) -> Path:
+    """A copy of the trained run without the ranking its training wrote, nor its comparisons."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("compare"))
+    (copy / "ranking.json").unlink(missing_ok=True)
+    return copy
+
+
+def saved_ranking(path: Path) -> Recommendation:
+    return Recommendation.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+
+def test_rank_recommends_one_of_the_grids_checkpoints(unranked_run):
+    proc = compare(unranked_run, "--strengths", "0.5,1.0", "--sampling-steps", "2", "--no-trigger-variants", "--rank")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    events = events_of(out)
+    assert isinstance(events[-1], ev.Finished) and events[-1].status == "completed"
+    (ranking,) = [e for e in events if isinstance(e, ev.Ranking)]
+    # Scored from the grid's own cells: step 2 has no sample in the run (it sampled at 0 and 4 only).
+    assert {s["step"] for s in ranking.scores} == {2, 4}
+    assert ranking.step in (2, 4) and ranking.sentence.startswith(f"Step {ranking.step}:")
+    grid_dir = Path(next(e.path for e in events if isinstance(e, ev.CompareCell))).parent
+    for path in (unranked_run / "ranking.json", grid_dir / "ranking.json"):
+        saved = saved_ranking(path)
+        assert (saved.step, saved.sentence) == (ranking.step, ranking.sentence)
+    assert [e.type for e in ev.read_jsonl(grid_dir / "events.jsonl")][-2:] == ["ranking", "finished"]
+    assert ranking.sentence in err  # a headless user reads stderr
+
+
+def test_rank_samples_ranks_the_runs_own_samples_without_a_grid(unranked_run):
+    proc = compare(unranked_run, "--rank-samples")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    events = events_of(out)
+    assert not any(isinstance(e, ev.CompareCell) for e in events) and not (unranked_run / "compare").exists()
+    (ranking,) = [e for e in events if isinstance(e, ev.Ranking)]
+    assert [s["step"] for s in ranking.scores] == [4]  # the only kept checkpoint the run sampled
+    assert ranking.step == 4 and ranking.sentence.startswith("Step 4:")
+    assert saved_ranking(unranked_run / "ranking.json").sentence == ranking.sentence
+
+
+def test_rank_needs_strength_one_and_the_training_images(run_dir, tmp_path):
+    with pytest.raises(UserError) as e:
+        plan(run_dir, strengths=[0.5], rank=True)
+    assert e.value.code == "no_rank_strength" and "--strengths" in e.value.hint
+    moved = tmp_path / "moved"
+    shutil.copytree(run_dir / "checkpoints", moved / "checkpoints")
+    cfg = config_mod.load(run_dir / "config.toml", check=False)
+    config_mod.save(cfg.replace(dataset={"path": str(tmp_path / "gone")}), moved / "config.toml")
+    assert len(plan(moved, strengths=[1.0])[2]) > 0  # a grid alone does not need them
+    with pytest.raises(UserError) as e:
+        plan(moved, strengths=[1.0], rank=True)
+    assert e.value.code == "no_training_images" and "dataset.path" in e.value.hint
