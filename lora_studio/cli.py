@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the findings as JSON")
 
     b = sub.add_parser("bench", help="time our training step against the diffusers reference recipe")
-    b.add_argument("--preset", default="tiny", choices=("tiny", "sd15-512", "sdxl-1024", "sdxl-1024-fp8"))
+    b.add_argument("--preset", default="tiny", choices=("tiny", "sd15-512", "sdxl-1024", "sdxl-1024-fp8", "world"))
     b.add_argument("--steps", type=int, default=None, help="timed steps per side (default: per preset)")
     b.add_argument("--batch-size", type=int, default=None)
     b.add_argument("--json", type=Path, default=None, help="write the results to this file")

@@ -70,6 +70,7 @@ PRESETS = {
     # keeps bf16, so the speedup here is not at equal settings (the JSON says so in mismatched_settings).
     "sdxl-1024-fp8": Preset("sdxl-1024-fp8", "sdxl", "full", 1024, 1, 16, steps=20, warmup=3, chunk=5, gradient_checkpointing=True, base_weights="fp8"),
 }
+LEARNING_PRESETS = ("world",)  # engine.bench.learning: both recipes trained on the demo world
 BASE_WEIGHTS = ("auto", "fp32", "fp16", "bf16", "fp8")
 
 
@@ -225,7 +226,8 @@ def _run_bench(preset_name: str, *, steps: int | None, batch_size: int | None, d
     from accelerate import Accelerator
 
     if preset_name not in PRESETS:
-        raise UserError(f"There is no benchmark preset {preset_name!r}.", hint=f"Use one of {', '.join(PRESETS)}.", code="bad_preset")
+        raise UserError(f"There is no benchmark preset {preset_name!r}.", hint=f"Use one of {', '.join([*PRESETS, *LEARNING_PRESETS])}.",
+                        code="bad_preset")
     preset = PRESETS[preset_name]
     dev = device
     if preset.size == "full" and dev.type != "cuda" and not os.environ.get("LORA_STUDIO_BENCH_CPU"):
@@ -387,6 +389,13 @@ def format_table(doc: dict) -> str:
 
 def bench_command(preset: str, *, steps: int | None = None, batch_size: int | None = None, json_path: Path | None = None,
                   base_weights: str | None = None) -> int:
+    if preset in LEARNING_PRESETS:  # a learning benchmark (engine.bench.learning), not a speed one
+        from lora_studio.engine.bench.learning import learning_bench_command
+
+        if base_weights is not None:
+            raise UserError("--base-weights applies to the speed presets only.", hint="Leave it out with --preset world.",
+                            code="bad_argument")
+        return learning_bench_command(preset, steps=steps, batch_size=batch_size, json_path=json_path)
     doc = run_bench(preset, steps=steps, batch_size=batch_size, base_weights=base_weights)
     print(format_table(doc))
     if json_path is not None:
@@ -395,7 +404,6 @@ def bench_command(preset: str, *, steps: int | None = None, batch_size: int | No
         atomic_write_text(Path(json_path), json.dumps(doc, indent=2) + "\n")
         print(f"wrote {json_path}")
     return 0
-
 
 
 if __name__ == "__main__":  # python -m lora_studio.engine.bench.bench [preset]

@@ -8,7 +8,8 @@ sibling `train_text_to_image_lora_sdxl.py`, as of diffusers 0.2x-0.4x, with ever
   `weight_dtype` too for SD1/SD2, in fp32 for SDXL (the SDXL script's default without a fixed VAE);
 - `unet.add_adapter(LoraConfig(r, lora_alpha, init_lora_weights="gaussian",
   target_modules=["to_k", "to_q", "to_v", "to_out.0"]))`, trainable (LoRA) parameters cast to fp32;
-- AdamW (betas 0.9 / 0.999, weight decay 1e-2, eps 1e-8), a constant learning-rate schedule,
+- AdamW (betas 0.9 / 0.999, weight decay 1e-2, eps 1e-8), `train.lr_scheduler` with `train.warmup_steps`
+  (the scripts' `--lr_scheduler` / `--lr_warmup_steps`),
   `accelerator.prepare(unet, optimizer, lr_scheduler)`;
 - every step: VAE-encode the pixels (`latent_dist.sample() * scaling_factor`), run the text
   encoder(s) on the token ids, `torch.randn_like` noise, uniform timesteps, `DDPMScheduler.add_noise`,
@@ -82,7 +83,8 @@ class ReferenceLoop:
         self.params = [p for p in unet.parameters() if p.requires_grad]
         t = cfg.train
         optimizer = torch.optim.AdamW(self.params, lr=t.learning_rate, betas=(0.9, 0.999), weight_decay=t.weight_decay, eps=1e-8)
-        lr_scheduler = get_scheduler("constant", optimizer=optimizer, num_warmup_steps=0, num_training_steps=t.max_steps)
+        # The scripts' --lr_scheduler / --lr_warmup_steps (their default: constant, no warm-up).
+        lr_scheduler = get_scheduler(t.lr_scheduler, optimizer=optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=t.max_steps)
         self.unet, self.optimizer, self.lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
         self.vae, self.text_encoders, self.tokenizers = vae, tes, list(models.tokenizers)
         # DDPMScheduler.from_pretrained(..., subfolder="scheduler") in the scripts: the same config.
