@@ -1,5 +1,5 @@
-"""Resumable checkpoints: `RUN_DIR/checkpoints/step_000200/`, keeping the newest K, each one verified
-before it is believed.
+"""Resumable checkpoints, keeping the newest K, each one verified before it is believed. What a checkpoint
+is and where it lies (a `step_000200/` folder of the run) is core/runs.py's, so the app lists them alike.
 
 A checkpoint is written into a hidden temp folder and renamed into place, so a crash or an
 out-of-memory error mid-save never leaves a half-written checkpoint; the previous ones stay valid.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +25,12 @@ import torch
 from lora_studio.core import atomic
 from lora_studio.core import events as ev
 from lora_studio.core.errors import UserError
+from lora_studio.core.runs import CHECKPOINT_LORA, CHECKPOINT_STATE, CheckpointDir, RunDir
 from lora_studio.engine.tensor_files import save_safetensors, save_torch, write_bytes
 
-STEP_DIR = re.compile(r"^step_(\d{6,})$")
 MANIFEST = "manifest.json"
-LORA, OPTIMIZER, SCHEDULER, RNG, STATE = "lora.safetensors", "optimizer.pt", "scheduler.pt", "rng.pt", "state.json"
+LORA, STATE = CHECKPOINT_LORA, CHECKPOINT_STATE
+OPTIMIZER, SCHEDULER, RNG = "optimizer.pt", "scheduler.pt", "rng.pt"
 # How each file is named in a message: the artist reads "its LoRA file", the file name says which one.
 FILE_WORDS = {LORA: "its LoRA file", OPTIMIZER: "its optimizer file", SCHEDULER: "its learning-rate schedule file",
               RNG: "its random-state file", STATE: "its state file", MANIFEST: "its manifest"}
@@ -62,32 +62,25 @@ class NoIntactCheckpoint(UserError):
 
 
 def checkpoints_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
+    return RunDir(run_dir).checkpoints_dir
 
 
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """(step, dir) of every complete checkpoint, oldest first (complete as written; not yet verified)."""
-    root = checkpoints_dir(run_dir)
-    found = []
-    if root.is_dir():
-        for d in root.iterdir():
-            m = STEP_DIR.match(d.name)
-            if m and (d / STATE).exists() and (d / LORA).exists():
-                found.append((int(m.group(1)), d))
-    return sorted(found)
+    return [(c.step, c.path) for c in RunDir(run_dir).checkpoints()]
 
 
 def sweep_leftovers(run_dir: Path) -> list[Path]:
     """Remove what writes killed mid-way left in the run's folders (a checkpoint's temp folder, a temp
     config, sample or export file): a resume or a new start is the only writer then."""
     run_dir = Path(run_dir)
-    return [p for folder in (run_dir, run_dir / "samples", checkpoints_dir(run_dir)) for p in atomic.sweep(folder)]
+    return [p for folder in (run_dir, RunDir(run_dir).samples_dir, checkpoints_dir(run_dir)) for p in atomic.sweep(folder)]
 
 
 def save(run_dir: Path, step: int, lora: dict[str, torch.Tensor], optimizer, lr_scheduler, state: dict, keep: int) -> Path:
     root = checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:06d}"
+    final = RunDir(run_dir).checkpoint(step).path
     tmp = atomic.temp_dir_for(final)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -128,10 +121,10 @@ def _manifest(folder: Path, step: int) -> dict[str, Any]:
 
 
 def _step_of(folder: Path) -> int:
-    m = STEP_DIR.match(folder.name)
-    if not m:
+    found = CheckpointDir.at(folder)
+    if found is None:
         raise ValueError(f"{folder} is not a checkpoint folder (step_NNNNNN)")
-    return int(m.group(1))
+    return found.step
 
 
 def _check_manifest(folder: Path, step: int, needed: tuple[str, ...]) -> None:

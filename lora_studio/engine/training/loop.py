@@ -15,13 +15,13 @@ from typing import Protocol
 import torch
 
 from lora_studio.core import budget as budget_mod
-from lora_studio.core import config as config_mod
 from lora_studio.core import events as ev
 from lora_studio.core.buckets import bucket_info
 from lora_studio.core.captions import tag_frequency
 from lora_studio.core.config import Config
 from lora_studio.core.dataset import scan
 from lora_studio.core.errors import UserError
+from lora_studio.core.runs import RunDir
 from lora_studio.engine.models.load import load_models
 from lora_studio.engine.out_of_memory import out_of_memory_where, release_cached_memory
 from lora_studio.engine.training import checkpoint, lora, sampling, validation
@@ -63,8 +63,8 @@ def _prepare_run_dir(cfg: Config, resume: bool) -> Path:
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint.sweep_leftovers(run_dir)  # an earlier process of this run killed mid-write left them
-    (run_dir / "samples").mkdir(exist_ok=True)
-    config_mod.save(cfg, run_dir / "config.toml")
+    RunDir(run_dir).samples_dir.mkdir(exist_ok=True)
+    RunDir(run_dir).write_config(cfg)
     return run_dir
 
 
@@ -73,7 +73,7 @@ def _length_in_steps(cfg: Config, items: list, world_size: int, emit) -> Config:
 
     Worked out here, at the start, with the arithmetic the Settings tab shows (core/budget, which counts
     the batches as BatchPlan cuts them), so images added after setting "10 epochs" still train 10 epochs.
-    The run folder's config.toml keeps `epochs`, so a resume works out the same end again.
+    The run folder's settings keep `epochs`, so a resume works out the same end again.
     """
     if cfg.train.epochs <= 0:
         return cfg
@@ -286,7 +286,7 @@ class _Loop:
         unet = self.acc.unwrap_model(t.unet)
         tes = [self.acc.unwrap_model(te) for te in t.text_encoders]
         try:
-            results = sampling.generate(t.models, unet, tes, self.cfg, step, self.run_dir / "samples", t.device, self.acc.autocast)
+            results = sampling.generate(t.models, unet, tes, self.cfg, step, RunDir(self.run_dir).samples_dir, t.device, self.acc.autocast)
         except Exception as e:
             where = out_of_memory_where(e)
             if where is None:
