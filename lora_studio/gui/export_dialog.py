@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 
 from lora_studio.core import events as ev
 from lora_studio.core.images import ImageError
+from lora_studio.core.ranking import read_ranking
 from lora_studio.core.runs import RunDir
 from lora_studio.gui.engine_process import EngineBusy, EngineProcess
 from lora_studio.gui.images import decode_image
@@ -66,7 +67,8 @@ class ExportDialog(QDialog):
         prefix_args: list[str] | None = None,
         step: int | None = None,
     ):
-        """step preselects that checkpoint (the comparison grid's pick); None or an unknown step: the newest."""
+        """step preselects that checkpoint (the comparison grid's pick); None or an unknown step: the one the run's
+        ranking recommends, else the newest."""
         super().__init__(parent)
         self.run_dir = Path(run_dir)
         self.setWindowTitle(f"Export LoRA — {self.run_dir.name}")
@@ -81,10 +83,21 @@ class ExportDialog(QDialog):
 
         self.checkpoint_combo = QComboBox(self)
         steps = RunDir(self.run_dir).checkpoint_steps()
+        rec = read_ranking(RunDir(self.run_dir).ranking)
+        rec = rec if rec is not None and rec.step in steps else None  # a recommended step since deleted: no mark
+        self.recommended_step = rec.step if rec else None
         for s in reversed(steps):
-            self.checkpoint_combo.addItem(f"Step {s:,}" + (" (newest)" if s == steps[-1] else ""), s)
-        if step is not None and (index := self.checkpoint_combo.findData(step)) >= 0:
-            self.checkpoint_combo.setCurrentIndex(index)
+            notes = ", ".join(n for n, on in (("recommended", s == self.recommended_step), ("newest", s == steps[-1])) if on)
+            star = "★ " if s == self.recommended_step else ""
+            self.checkpoint_combo.addItem(f"{star}Step {s:,}" + (f" ({notes})" if notes else ""), s)
+        for wanted in (step, self.recommended_step):
+            if wanted is not None and (index := self.checkpoint_combo.findData(wanted)) >= 0:
+                self.checkpoint_combo.setCurrentIndex(index)
+                break
+        self.recommendation_label = QLabel(f"★ Recommended — {rec.sentence}" if rec else "", self)
+        self.recommendation_label.setObjectName("muted")
+        self.recommendation_label.setWordWrap(True)
+        self.recommendation_label.setVisible(rec is not None)
         self.checkpoint_combo.currentIndexChanged.connect(self._update_default_name)
 
         self.folder_combo = QComboBox(self)
@@ -108,6 +121,7 @@ class ExportDialog(QDialog):
 
         form = QFormLayout()
         form.addRow("Checkpoint:", self.checkpoint_combo)
+        form.addRow("", self.recommendation_label)
         form.addRow("Save in:", folder_row)
         form.addRow("File name:", self.name_edit)
         form.addRow("", self.exists_label)

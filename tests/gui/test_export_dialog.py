@@ -7,6 +7,7 @@ import shutil
 import pytest
 from fake_engine import fake_engine_command, make_run_dir
 from PySide6.QtCore import Qt
+from ranking_helpers import sentence, write_ranking
 
 from lora_studio.gui.export_dialog import ExportDialog
 
@@ -36,6 +37,25 @@ def test_defaults_to_the_newest_checkpoint_in_the_uis_lora_folder(qtbot, finishe
     assert dialog.output_path() == lora_dir / "my_style-step000020.safetensors"
     dialog.folder_combo.setCurrentIndex(1)  # the run's own folder is always offered
     assert dialog.output_path() == finished_run / "my_style-step000020.safetensors"
+
+
+def test_the_recommended_checkpoint_is_preselected_with_its_sentence(qtbot, finished_run, lora_dir):
+    write_ranking(finished_run, 20)
+    dialog = _dialog(qtbot, finished_run, lora_dir)
+    combo = dialog.checkpoint_combo
+    assert [combo.itemText(i) for i in range(combo.count())] == ["Step 40 (newest)", "★ Step 20 (recommended)"]
+    assert dialog.selected_step() == 20 and dialog.output_path() == lora_dir / "my_style-step000020.safetensors"
+    assert dialog.recommendation_label.isVisible()
+    assert dialog.recommendation_label.text() == f"★ Recommended — {sentence(20)}"
+
+    picked = ExportDialog(finished_run, lora_dirs=[lora_dir], step=40)  # the comparison grid's pick wins
+    qtbot.addWidget(picked)
+    assert picked.selected_step() == 40 and sentence(20) in picked.recommendation_label.text()
+
+    write_ranking(finished_run, 30)  # a step whose checkpoint is gone: nothing to recommend
+    gone = _dialog(qtbot, finished_run, lora_dir)
+    assert gone.selected_step() == 40 and not gone.recommendation_label.isVisible()
+    assert not any("★" in gone.checkpoint_combo.itemText(i) for i in range(gone.checkpoint_combo.count()))
 
 
 def test_a_verified_export_shows_the_check_and_the_preview(qtbot, finished_run, lora_dir):

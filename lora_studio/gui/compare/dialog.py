@@ -28,7 +28,8 @@ from PySide6.QtWidgets import (
 )
 
 from lora_studio.core import events as ev
-from lora_studio.core.runs import RunDir
+from lora_studio.core.ranking import read_ranking
+from lora_studio.core.runs import RunDir, ranking_file
 from lora_studio.gui.compare.controls import CompareControls
 from lora_studio.gui.compare.grid import (
     HINT_LINES, MAX_STRENGTH, CellKey, SavedGrid, cell_key, is_base, load_saved_grid, read_run_settings,
@@ -88,6 +89,7 @@ class CompareDialog(QDialog):
             self._rebuild()
             self._set_status("No comparison yet: choose checkpoints and strengths, then Generate." if self._steps
                              else "This run has no checkpoint yet: train until one is saved, then compare.")
+        self._show_ranking()
         self.resize(1180, 800)
 
     # --- layout -------------------------------------------------------------------------------------
@@ -200,6 +202,7 @@ class CompareDialog(QDialog):
         self._phase = ""
         self._folder = self._saved = None
         self._error = self._finished = None
+        self._show_ranking()  # the old grid's ranking is not this one's
         self._select(None)
         self.error_frame.hide()
         self._rebuild()
@@ -321,6 +324,11 @@ class CompareDialog(QDialog):
         unfinished = " (it was stopped before the end)" if saved.status in ("stopped", "failed", "running") else ""
         self._set_status(f"The comparison of {when}: {images_text(len(saved.cells))}{unfinished}. "
                          "Generate makes a new one.")
+
+    def _show_ranking(self) -> None:
+        """The grid's own ranking (`compare --rank`) when it has one, else the one its run made at its end."""
+        rec = read_ranking(ranking_file(self._folder)) if self._folder is not None else None
+        self.grid_pane.set_recommendation(rec or read_ranking(RunDir(self.run_dir).ranking))
 
     def _rebuild(self) -> None:
         self.grid_pane.rebuild(self._selected, self._process.is_running())

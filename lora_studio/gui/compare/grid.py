@@ -228,6 +228,7 @@ class CompareGrid(QWidget):
         self._column_labels: list[str] = []
         self._selected_step: int | None = None
         self._selected_key: CellKey | None = None
+        self._recommended: int | None = None  # the ranking's checkpoint, marked in its row header
 
     # --- structure ----------------------------------------------------------------------------------
 
@@ -331,11 +332,15 @@ class CompareGrid(QWidget):
         self._selected_step = key[1] if key is not None else None
         self._restyle_selection()
 
+    def set_recommended(self, step: int | None) -> None:
+        self._recommended = step
+        self._restyle_selection()
+
     def _restyle_selection(self) -> None:
         for step, label in self._row_labels.items():
-            chosen = step == self._selected_step
-            title = "Base model" if step == 0 else f"Step {step:,}"
-            note = "no LoRA" if step == 0 else ("chosen" if chosen else "")
+            chosen, recommended = step == self._selected_step, bool(step) and step == self._recommended
+            title = "Base model" if step == 0 else f"{'★ ' if recommended else ''}Step {step:,}"
+            note = "no LoRA" if step == 0 else " · ".join(w for w, on in (("recommended", recommended), ("chosen", chosen)) if on)
             colour = _HIGHLIGHT if chosen else "#9aa0a8"
             label.setText(f"<b>{title}</b>" + (f"<br><span style='color:{colour}'>{note}</span>" if note else ""))
         for key, widget in self._cells.items():
@@ -345,6 +350,10 @@ class CompareGrid(QWidget):
 
     def row_labels(self) -> list[str]:
         return ["Base model" if s == 0 else f"Step {s:,}" for s in self._row_labels]
+
+    def row_header(self, step: int) -> str:
+        """A row's header as shown (rich text: title, then its note)."""
+        return self._row_labels[step].text()
 
     def column_labels(self) -> list[str]:
         return list(self._column_labels)

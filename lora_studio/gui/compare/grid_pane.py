@@ -1,6 +1,6 @@
 """The comparison dialog's left pane: one prompt's grid at a time (a tab per prompt), the prompt and its seed
-above it, and what to do when there is nothing to show yet. Thumbnails are decoded off the GUI thread and
-kept, so switching prompts does not decode them again."""
+above it, the recommended checkpoint's sentence above all, and what to do when there is nothing to show yet.
+Thumbnails are decoded off the GUI thread and kept, so switching prompts does not decode them again."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QFrame, QLabel, QScrollArea, QTabBar, QVBoxLayout, QWidget
 
 from lora_studio.core import events as ev
+from lora_studio.core.ranking import Recommendation
 from lora_studio.gui.compare.grid import THUMB_SIZE, CellKey, CompareGrid
 from lora_studio.gui.compare.results import CompareResults
 from lora_studio.gui.images import ImageLoader
@@ -32,6 +33,10 @@ class CompareGridPane(QWidget):
         self._images: dict[str, QImage] = {}  # decoded thumbnails by path
         self._requested: set[str] = set()
 
+        self.recommendation_label = QLabel(self)
+        self.recommendation_label.setWordWrap(True)
+        self.recommendation_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.recommendation_label.hide()
         self.prompt_tabs = QTabBar(self)
         self.prompt_tabs.setExpanding(False)
         self.prompt_tabs.setElideMode(Qt.TextElideMode.ElideNone)  # shortened by us, to a whole word
@@ -60,9 +65,16 @@ class CompareGridPane(QWidget):
         self.scroll.setFrameShape(QFrame.Shape.NoFrame)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.recommendation_label)
         layout.addWidget(self.prompt_tabs)
         layout.addWidget(self.prompt_label)
         layout.addWidget(self.scroll, 1)
+
+    def set_recommendation(self, rec: Recommendation | None) -> None:
+        """The ranking's checkpoint: its sentence above the grid and a star on its row (when it is one)."""
+        self.recommendation_label.setText(f"★ <b>Recommended</b> — {html.escape(rec.sentence, quote=False)}" if rec else "")
+        self.recommendation_label.setVisible(rec is not None)
+        self.grid.set_recommended(rec.step if rec else None)
 
     def current_prompt(self) -> int:
         return max(0, self.prompt_tabs.currentIndex())

@@ -1,4 +1,5 @@
-"""A project's past runs as a table, newest first (the summaries are core/runs.py's)."""
+"""A project's past runs as a table, newest first (the summaries are core/runs.py's), each with the
+checkpoint its ranking recommends and, for the selected run, the one sentence saying why."""
 
 from __future__ import annotations
 
@@ -10,20 +11,27 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QLabel, QPushButton, QTreeView, QVBoxLayout, QWidget
 
-from lora_studio.core.runs import RunSummary, summaries
+from lora_studio.core.ranking import Recommendation, read_ranking
+from lora_studio.core.runs import RunDir, RunSummary, summaries
 
 
 class RunListModel(QAbstractTableModel):
-    COLUMNS = ("Run", "Started", "Status", "Step", "Loss", "Exported")
+    COLUMNS = ("Run", "Started", "Status", "Step", "Loss", "Recommended", "Exported")
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.runs: list[RunSummary] = []
+        self.rankings: list[Recommendation | None] = []
 
     def set_runs(self, runs: list[RunSummary]) -> None:
         self.beginResetModel()
         self.runs = list(runs)
+        # A run in training has no ranking yet (a resumed one's old file speaks of checkpoints since replaced).
+        self.rankings = [None if r.status == "running" else read_ranking(RunDir(r.run_dir).ranking) for r in self.runs]
         self.endResetModel()
+
+    def recommendation(self, row: int) -> Recommendation | None:
+        return self.rankings[row] if 0 <= row < len(self.rankings) else None
 
     def rowCount(self, parent=QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self.runs)
@@ -41,6 +49,8 @@ class RunListModel(QAbstractTableModel):
             return None
         run = self.runs[index.row()]
         col = self.COLUMNS[index.column()]
+        if col == "Recommended":
+            return self._recommended(self.rankings[index.row()], role)
         if role == Qt.ItemDataRole.DisplayRole:
             return self._text(run, col)
         if role == Qt.ItemDataRole.ToolTipRole:
@@ -51,6 +61,16 @@ class RunListModel(QAbstractTableModel):
             return str(run.run_dir)
         if role == Qt.ItemDataRole.TextAlignmentRole and col in ("Step", "Loss"):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    @staticmethod
+    def _recommended(rec: Recommendation | None, role):
+        if rec is None:
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
+            return f"★ Step {rec.step:,}"
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return rec.sentence
         return None
 
     @staticmethod
@@ -85,6 +105,11 @@ class RunHistory(QWidget):
         self.view.selectionModel().currentRowChanged.connect(self._on_current_changed)
         self._empty = QLabel("No runs yet. Runs appear here once you start training.", self)
         self._empty.setEnabled(False)
+        self.recommendation_label = QLabel(self)  # the selected run's recommendation, in its one sentence
+        self.recommendation_label.setObjectName("muted")
+        self.recommendation_label.setWordWrap(True)
+        self.recommendation_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.recommendation_label.hide()
         refresh = QPushButton("Refresh", self, clicked=self.refresh)
         self._open = QPushButton("Open folder", self, clicked=self._open_folder)
         self._open.setToolTip("Show the selected run's files (samples, checkpoints, exports)")
@@ -98,6 +123,7 @@ class RunHistory(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self._empty)
         layout.addWidget(self.view, 1)
+        layout.addWidget(self.recommendation_label)
         self.refresh()
 
     def set_runs_dir(self, runs_dir: Path | None) -> None:
@@ -126,6 +152,7 @@ class RunHistory(QWidget):
             self.view.resizeColumnToContents(col)
         self._empty.setVisible(not runs)
         self._open.setEnabled(self.selected_run() is not None)
+        self._show_recommendation()
 
     def runs(self) -> list[RunSummary]:
         return list(self.model.runs)
@@ -144,8 +171,15 @@ class RunHistory(QWidget):
                 self.view.setCurrentIndex(self.model.index(row, 0))
                 return
 
+    def _show_recommendation(self) -> None:
+        index = self.view.currentIndex()
+        rec = self.model.recommendation(index.row()) if index.isValid() else None
+        self.recommendation_label.setText(f"★ Recommended — {rec.sentence}" if rec else "")
+        self.recommendation_label.setVisible(rec is not None)
+
     def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         self._open.setEnabled(current.isValid())
+        self._show_recommendation()
         if current.isValid():
             self.run_selected.emit(self.model.runs[current.row()].run_dir)
 
