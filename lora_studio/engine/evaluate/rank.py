@@ -22,7 +22,7 @@ from lora_studio.core.captions import remove_trigger
 from lora_studio.core.config import Config
 from lora_studio.core.dataset import scan
 from lora_studio.core.images import ImageError, load_rgb
-from lora_studio.core.ranking import CheckpointScore, Recommendation, recommend
+from lora_studio.core.ranking import CheckpointScore, Recommendation, read_ranking, recommend
 from lora_studio.core.runs import RunDir, SampleFile
 from lora_studio.engine.evaluate import prompts as prompt_score
 from lora_studio.engine.evaluate import style
@@ -130,7 +130,4 @@ def save_ranking(run_dir: Path, rec: Recommendation) -> Path:
 
 
 def load_ranking(run_dir: Path) -> Recommendation | None:
-    try:
-        return Recommendation.from_json(json.loads(RunDir(run_dir).ranking.read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return read_ranking(RunDir(run_dir).ranking)  # the app's reader too: one rule for what a ranking file holds
