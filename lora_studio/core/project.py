@@ -29,7 +29,7 @@ PROJECT_FILE = "lora_studio.toml"
 APP_NAME = "LoRA Studio"
 MAX_RECENT = 10
 # Keys holding paths: stored relative to the project when they point inside it.
-PATH_KEYS = (("model", "base"), ("model", "vae"), ("dataset", "path"), ("output", "dir"))
+PATH_KEYS = config_mod.PATH_KEYS
 
 
 class Project:

@@ -92,12 +92,11 @@ def to_event(rec: Recommendation) -> ev.Ranking:
 
 
 @torch.no_grad()
-def rank_samples(models, cfg: Config, samples_dir: Path, steps: list[int], events_file: Path | None = None) -> Recommendation | None:
+def rank_samples(models, cfg: Config, samples_dir: Path, steps: list[int], *, validation: dict[int, float] | None = None) -> Recommendation | None:
     """Rank the steps in `steps` (those that can still be exported) by the run's own samples."""
     by_step = samples_by_step(samples_dir)
     wanted = {0, *steps}
     pictures = {s: [(load_rgb(p), j) for p, j in items] for s, items in by_step.items() if s in wanted}
-    validation = validation_losses(events_file) if events_file else None
     return score_steps(models, cfg, pictures, list(cfg.sample.prompts), training_pictures(cfg), validation)
 
 
@@ -116,11 +115,11 @@ def base_model(modules):
             layer.unscale_layer()
 
 
-def rank_trained_run(trainer, cfg: Config, run_dir: Path, steps: list[int]) -> Recommendation | None:
+def rank_trained_run(trainer, cfg: Config, run_dir: Path, steps: list[int], validation: dict[int, float]) -> Recommendation | None:
     """At the end of a run: rank its kept checkpoints by the samples it made, judged by the base model."""
     m = trainer.models
     with base_model([m.unet, *m.text_encoders]):
-        return rank_samples(m, cfg, RunDir(run_dir).samples_dir, steps, RunDir(run_dir).events)
+        return rank_samples(m, cfg, RunDir(run_dir).samples_dir, steps, validation=validation)
 
 
 def save_ranking(run_dir: Path, rec: Recommendation) -> Path:

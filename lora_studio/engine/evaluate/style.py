@@ -5,7 +5,7 @@ feature maps after each down block and the mid block — the statistics style tr
 Belongie 2017, "Arbitrary Style Transfer in Real-time with Adaptive Instance Normalization"): they keep
 colour, texture and line statistics and drop where things are. Every dimension is standardised over the
 two reference sets, then a picture is projected on the line from the base model's samples (score 0) to
-the training images (score 1):
+the training images as the VAE redraws them (score 1; see `as_drawn`):
 
     score(x) = <f(x) - mean(base), mean(data) - mean(base)> / |mean(data) - mean(base)|^2
 
@@ -78,8 +78,28 @@ class StyleScale:
         return ((feats - self.base_mean) / self.scale) @ self.direction
 
 
+@torch.no_grad()
+def as_drawn(vae, images: list[Image.Image], size: int, *, batch: int = 16) -> list[Image.Image]:
+    """The pictures passed through the VAE (encode, decode): the training set as the model can draw it.
+
+    Generated pictures always carry the VAE's own softness; raw training files do not. Compared raw, the
+    line from base to data would mostly measure that softness, and a LoRA that has learned the style but
+    draws through the same VAE would never reach 1.
+    """
+    device = next(vae.parameters()).device
+    dtype = next(vae.parameters()).dtype
+    out = []
+    for start in range(0, len(images), batch):
+        x = _pixels(images[start:start + batch], size).to(device, dtype)
+        y = vae.decode(vae.encode(x).latent_dist.mean).sample.float().clamp(-1, 1)
+        arr = ((y + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        out += [Image.fromarray(a) for a in arr]
+    return out
+
+
 def style_scale(vae, base_images: list[Image.Image], data_images: list[Image.Image], size: int) -> StyleScale:
-    return StyleScale.fit(features(vae, base_images, size), features(vae, data_images, size))
+    data = as_drawn(vae, data_images, size)
+    return StyleScale.fit(features(vae, base_images, size), features(vae, data, size))
 
 
 def style_scores(vae, scale: StyleScale, images: list[Image.Image], size: int) -> list[float]:

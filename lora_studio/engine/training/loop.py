@@ -209,6 +209,7 @@ class _Loop:
         self.run_dir, self.emit, self.info, self.acc = run_dir, emit, info, acc
         self.validator = validator
         self.last_validation = -1
+        self.validation_losses: dict[int, float] = {}
         self.step = 0
         self.last_checkpoint = 0
         self.last_sample = -1
@@ -336,7 +337,9 @@ class _Loop:
             return
         self.last_validation = step
         self.emit(ev.Status("sampling", f"Validation loss at step {step}"))
-        self.emit(ev.Validation(step, round(self.validator.loss(), 6), self.validator.images))
+        loss = round(self.validator.loss(), 6)
+        self.validation_losses[step] = loss
+        self.emit(ev.Validation(step, loss, self.validator.images))
 
     def finish(self, status: str) -> ev.Finished:
         if status == "completed" and self.last_validation != self.step:
@@ -361,7 +364,8 @@ class _Loop:
         self.emit(ev.Status("sampling", "Scoring the checkpoints (style, prompts, validation loss)"))
         moved = self._to_device()
         try:
-            rec = rank_trained_run(self.trainer, self.cfg, self.run_dir, [s for s, _ in checkpoint.list_checkpoints(self.run_dir)])
+            steps = [s for s, _ in checkpoint.list_checkpoints(self.run_dir)]
+            rec = rank_trained_run(self.trainer, self.cfg, self.run_dir, steps, self.validation_losses)
         finally:
             self._to_cpu(moved)
         if rec is not None:
