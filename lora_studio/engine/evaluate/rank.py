@@ -58,28 +58,37 @@ def judge_prompts(prompts: list[str], trigger: str) -> list[str]:
 
 
 def score_steps(models, cfg: Config, pictures: dict[int, list[tuple[Image.Image, int]]], prompts: list[str],
-                data: list[Image.Image], validation: dict[int, float] | None = None) -> Recommendation | None:
-    """Rank every step of `pictures` against its step 0 (the base model's pictures of the same prompts)."""
+                data: list[Image.Image], validation: dict[int, float] | None = None,
+                judge=None) -> Recommendation | None:
+    """Rank every step of `pictures` against its step 0 (the base model's pictures of the same prompts).
+
+    `judge(step)` is a context manager that puts the models into the state that judges step `step`'s
+    pictures; by default the base model judges every step (the LoRA at scale 0).
+    """
     if 0 not in pictures or len(pictures) < 2:
         return None
+    judge = judge or (lambda step: base_model([models.unet, *models.text_encoders]))
     size = cfg.train.resolution
     base = [img for img, _ in pictures[0]]
     scale = style.style_scale(models.vae, base, data, size)
     candidates = judge_prompts(prompts, cfg.output.trigger.strip())
 
-    def prompt_share(items) -> float:
-        errors = prompt_score.prompt_errors(models, [img for img, _ in items], candidates, size,
-                                            seed=cfg.sample.seed, clip_skip=cfg.model.clip_skip)
+    def prompt_share(step: int) -> float:
+        if len(candidates) < 2:
+            return 1.0
+        items = pictures[step]
+        with judge(step):
+            errors = prompt_score.prompt_errors(models, [img for img, _ in items], candidates, size,
+                                                seed=cfg.sample.seed, clip_skip=cfg.model.clip_skip)
         hits = prompt_score.followed(errors, [j for _, j in items])
         return sum(hits) / len(hits)
 
-    base_prompts = prompt_share(pictures[0]) if len(candidates) > 1 else 1.0
+    base_prompts = prompt_share(0)
     scores = []
     for step in sorted(s for s in pictures if s > 0):
         items = pictures[step]
         mean_style = sum(style.style_scores(models.vae, scale, [img for img, _ in items], size)) / len(items)
-        share = prompt_share(items) if len(candidates) > 1 else 1.0
-        scores.append(CheckpointScore(step, round(mean_style, 3), round(share, 3), (validation or {}).get(step)))
+        scores.append(CheckpointScore(step, round(mean_style, 3), round(prompt_share(step), 3), (validation or {}).get(step)))
     return recommend(scores, round(base_prompts, 3))
 
 
@@ -92,12 +101,13 @@ def to_event(rec: Recommendation) -> ev.Ranking:
 
 
 @torch.no_grad()
-def rank_samples(models, cfg: Config, samples_dir: Path, steps: list[int], *, validation: dict[int, float] | None = None) -> Recommendation | None:
+def rank_samples(models, cfg: Config, samples_dir: Path, steps: list[int], *, validation: dict[int, float] | None = None,
+                 judge=None) -> Recommendation | None:
     """Rank the steps in `steps` (those that can still be exported) by the run's own samples."""
     by_step = samples_by_step(samples_dir)
     wanted = {0, *steps}
     pictures = {s: [(load_rgb(p), j) for p, j in items] for s, items in by_step.items() if s in wanted}
-    return score_steps(models, cfg, pictures, list(cfg.sample.prompts), training_pictures(cfg), validation)
+    return score_steps(models, cfg, pictures, list(cfg.sample.prompts), training_pictures(cfg), validation, judge)
 
 
 @contextlib.contextmanager
@@ -116,10 +126,36 @@ def base_model(modules):
 
 
 def rank_trained_run(trainer, cfg: Config, run_dir: Path, steps: list[int], validation: dict[int, float]) -> Recommendation | None:
-    """At the end of a run: rank its kept checkpoints by the samples it made, judged by the base model."""
+    """At the end of a run: rank its kept checkpoints by the samples it made.
+
+    Each checkpoint's pictures are judged by that checkpoint itself (its LoRA loaded at strength 1), the
+    base pictures by the base model: the question is whether the model still *uses* the prompt to draw,
+    which an overtrained LoRA stops doing. (Judged by the base model alone, a style the base has never
+    seen — the world model and black outlines — makes every styled picture look equally unlike every
+    prompt.) The trained weights are put back afterwards.
+    """
+    from safetensors.torch import load_file
+
+    from lora_studio.engine.training import lora
+
     m = trainer.models
-    with base_model([m.unet, *m.text_encoders]):
-        return rank_samples(m, cfg, RunDir(run_dir).samples_dir, steps, validation=validation)
+    unet, tes = trainer.lora_modules
+    final = lora.lora_state(unet, tes)
+    run = RunDir(run_dir)
+
+    @contextlib.contextmanager
+    def judge(step: int):
+        if step == 0:
+            with base_model([m.unet, *m.text_encoders]):
+                yield
+            return
+        lora.load_lora_state(load_file(run.checkpoint(step).lora), unet, tes)
+        try:
+            yield
+        finally:
+            lora.load_lora_state(final, unet, tes)
+
+    return rank_samples(m, cfg, run.samples_dir, steps, validation=validation, judge=judge)
 
 
 def save_ranking(run_dir: Path, rec: Recommendation) -> Path:
