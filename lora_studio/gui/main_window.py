@@ -61,6 +61,7 @@ class MainWindow(QMainWindow):
         self.settings_panel = SettingsPanel(self.store, find_models=find_models)
         self.train_page = TrainPage()
         self.train_page.settings_requested.connect(lambda: self.tabs.setCurrentIndex(1))
+        self.quit_guard = None  # made with the run panel
 
         self.tabs = QTabWidget()
         self.tabs.setObjectName("mainTabs")
@@ -107,8 +108,12 @@ class MainWindow(QMainWindow):
     def ensure_train_page(self):
         """Build the run panel and history (once); returns the run panel."""
         if self.train_page.build():
-            self.train_page.run_panel.run_started.connect(lambda _d: self.statusBar().showMessage("Training started.", 5000))
-            self.train_page.run_panel.fix_applied.connect(self._apply_fix)
+            from lora_studio.gui.run.quitting import QuitGuard
+
+            panel = self.train_page.run_panel
+            panel.run_started.connect(lambda _d: self.statusBar().showMessage("Training started.", 5000))
+            panel.fix_applied.connect(self._apply_fix)
+            self.quit_guard = QuitGuard(self, panel)
             self._connect_runs()
         return self.train_page.run_panel
 
@@ -349,15 +354,9 @@ class MainWindow(QMainWindow):
         self.train_page.save_state()
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
-        if self._training():
-            answer = QMessageBox.question(
-                self, "Training is running",
-                "Closing stops the run now, without saving a final checkpoint. Close anyway?\n\n"
-                "(To keep the progress, press Stop in the Train tab and wait for it to save.)")
-            if answer != QMessageBox.StandardButton.Yes:
-                event.ignore()
-                return
-            self.run_panel.shutdown()
+        if self.quit_guard is not None and not self.quit_guard.allow_close():
+            event.ignore()  # the artist is asked; the window closes once the run has saved, or not at all
+            return
         self.caption_editor.commit()
         self.store.flush()
         self.health.cancel()

@@ -1,0 +1,98 @@
+"""The window and its runs, against the fake engine (a real process): quitting while a run trains."""
+
+from __future__ import annotations
+
+import pytest
+from fake_engine import fake_engine_command
+from PySide6.QtCore import Qt
+
+from lora_studio.core import events as ev
+from lora_studio.core.runs import RunDir, read_state
+from lora_studio.gui.main_window import MainWindow
+
+from dataset_helpers import isolated_settings, make_project  # noqa: F401 (fixture)
+
+
+def is_progress(e: ev.Event) -> bool:
+    return isinstance(e, ev.Progress)
+
+
+@pytest.fixture
+def window(qtbot, isolated_settings):
+    made: list[MainWindow] = []
+
+    def make(project=None, *engine_options: str) -> MainWindow:
+        w = MainWindow(find_models=False)
+        qtbot.addWidget(w)
+        w.show()
+        if project is not None:
+            assert w.open_project(project.root)
+        w.ensure_train_page().set_engine_command(*fake_engine_command(*engine_options))
+        w.tabs.setCurrentIndex(2)  # the Train tab, where the artist watches a run
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.run_panel.shutdown()  # a test that failed mid-run leaves no engine behind (the kill is immediate)
+        w.run_panel.gallery._loader.wait(5_000)
+
+
+@pytest.fixture
+def project(tmp_path):
+    return make_project(tmp_path / "MyStyle", 2, base_model=str(tmp_path / "model.safetensors"))
+
+
+def _quit(w: MainWindow):
+    """What Ctrl+Q does: File > Quit, which closes the window."""
+    [action] = [a for a in w.menuBar().actions()[0].menu().actions() if a.text() == "&Quit"]
+    action.trigger()
+    return w.quit_guard.box
+
+
+def _button(box, text: str):
+    return next(b for b in box.buttons() if b.text() == text)
+
+
+def test_quitting_mid_training_stops_saves_then_closes(qtbot, window, project):
+    w = window(project, "--delay", "0.05")
+    panel = w.run_panel
+    with qtbot.waitSignal(panel.runner.event, timeout=20_000, check_params_cb=is_progress):
+        panel.start()
+    box = _quit(w)
+    assert w.isVisible() and panel.is_training()  # nothing is thrown away before the artist chooses
+    assert box.isVisible() and box.defaultButton().text() == "Stop, save and quit"
+    assert sorted(b.text() for b in box.buttons()) == ["Cancel", "Quit without saving", "Stop, save and quit"]
+
+    with qtbot.waitSignal(panel.run_finished, timeout=20_000) as finished:
+        qtbot.mouseClick(box.defaultButton(), Qt.MouseButton.LeftButton)
+        assert w.isVisible()  # it waits for the engine to save
+    qtbot.waitUntil(lambda: not w.isVisible(), timeout=5_000)
+    run_dir, status = finished.args
+    state = read_state(RunDir(run_dir))
+    assert status == "stopped" and state.status == "stopped"
+    assert state.checkpoints == [state.step] and 0 < state.step < 40  # resumable from where it stopped
+
+
+def test_quit_without_saving_is_the_explicit_choice_and_the_run_then_says_start_again(qtbot, window, project):
+    w = window(project, "--delay", "0.2")
+    panel = w.run_panel
+    with qtbot.waitSignal(panel.runner.event, timeout=20_000, check_params_cb=is_progress):
+        panel.start()
+    run_dir = panel.current_run()
+    _button(_quit(w), "Cancel").click()
+    assert w.isVisible() and panel.is_training()
+
+    with qtbot.waitSignal(panel.runner.done, timeout=10_000):
+        _button(_quit(w), "Quit without saving").click()
+    assert not w.isVisible()
+    state = read_state(RunDir(run_dir))
+    assert state.finished is None and state.checkpoints == []  # killed before its first checkpoint
+
+    again = window(project)
+    reopened = again.run_panel
+    assert reopened.current_run() == run_dir
+    assert reopened.status_label.text() == "Training did not finish. No checkpoint was saved; start again."
+    assert not reopened.resume_button.isEnabled()
+    assert reopened.resume_button.toolTip() == "No checkpoint was saved; start again."
+    assert again.run_history.runs()[0].status_text() == "Interrupted (no checkpoint)"
