@@ -1,9 +1,10 @@
-"""The window and its runs, against the fake engine (a real process): quitting while a run trains."""
+"""The window and its runs, against the fake engine (a real process): quitting while a run trains, and
+switching projects."""
 
 from __future__ import annotations
 
 import pytest
-from fake_engine import fake_engine_command
+from fake_engine import fake_engine_command, make_run_dir, replay_run
 from PySide6.QtCore import Qt
 
 from lora_studio.core import events as ev
@@ -96,3 +97,41 @@ def test_quit_without_saving_is_the_explicit_choice_and_the_run_then_says_start_
     assert not reopened.resume_button.isEnabled()
     assert reopened.resume_button.toolTip() == "No checkpoint was saved; start again."
     assert again.run_history.runs()[0].status_text() == "Interrupted (no checkpoint)"
+
+
+def test_switching_projects_shows_only_the_new_projects_runs(qtbot, window, tmp_path):
+    a = make_project(tmp_path / "A", 2, base_model=str(tmp_path / "model.safetensors"))
+    b = make_project(tmp_path / "B", 2, base_model=str(tmp_path / "model.safetensors"))
+    a_run = replay_run(make_run_dir(a.runs_dir, "20260101-120000"))
+    w = window(a, "--delay", "0")
+    panel = w.run_panel
+    assert panel.current_run() == a_run and panel.chart.point_count() == 20 and panel.gallery.thumbnail_count() == 8
+    assert panel.status_label.text().startswith("Finished: 40 steps.") and panel.banner.kind == "warning"
+    assert panel.export_button.isEnabled() and panel.compare_button.isEnabled()
+
+    assert w.open_project(b.root)  # B has no run: nothing of A's is left on the Train tab
+    assert panel.current_run() is None
+    assert (panel.chart.point_count(), panel.gallery.thumbnail_count(), panel.status_label.text()) == (0, 0, "Ready.")
+    assert (panel.progress_bar.value(), panel.progress_bar.format()) == (0, "")
+    assert panel.banner.kind == "" and not panel.banner.isVisible()
+    assert not panel.export_button.isEnabled() and not panel.compare_button.isEnabled()
+    assert panel.open_export_dialog() is None and panel.open_compare_dialog() is None
+    assert w.run_history.runs() == [] and panel.log_view.line_count() == 0
+
+    with qtbot.waitSignal(panel.run_finished, timeout=20_000) as finished:
+        panel.start()  # B's own run
+    b_run = finished.args[0]
+    assert b_run.parent == b.runs_dir and panel.export_button.isEnabled()
+    dialog = panel.open_export_dialog()
+    assert dialog.run_dir == b_run
+    dialog.reject()
+
+    assert w.open_project(a.root)  # and back: A's run, and only A's
+    assert panel.current_run() == a_run and [r.run_dir for r in w.run_history.runs()] == [a_run]
+    assert panel.chart.point_count() == 20
+    dialog = panel.open_export_dialog()
+    assert dialog.run_dir == a_run
+    dialog.reject()
+
+    w.close_project()
+    assert panel.current_run() is None and not panel.export_button.isEnabled()

@@ -145,6 +145,7 @@ class RunPanel(QWidget):
         self._runs_dir = runs_dir
         if changed and not self.runner.is_running():
             runs = list_runs(runs_dir)
+            self.log_view.clear()  # the last project's engine said it
             self.run.show(runs[0] if runs else None)
         self._update_buttons()
 
