@@ -166,7 +166,7 @@ class RunState:
         if not self.began:
             return "This run has not started."
         exported = self.export_path
-        saved = f" Saved {Path(exported).name}." if exported else ""
+        saved = f" Saved {Path(exported).name} in {Path(exported).parent}." if exported else ""
         if status == "completed":
             return f"Finished: {self.step:,} steps.{saved}"
         if status == "stopped" and not self.checkpoints:
@@ -192,3 +192,21 @@ class RunState:
 
 
 NO_CHECKPOINT = "No checkpoint was saved; start again."
+
+
+def format_eta(seconds: float) -> str:
+    if seconds < 60:
+        return "under a minute left"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min left"
+    return f"{minutes // 60} h {minutes % 60:02d} min left"
+
+
+def progress_text(step: int, total: int, steps_per_s: float | None, eta_s: float | None) -> str:
+    parts = [f"step {step:,} / {total:,}"]
+    if steps_per_s:
+        parts.append(f"{steps_per_s:.1f} it/s" if steps_per_s >= 1 else f"{1 / steps_per_s:.1f} s/it")
+    if eta_s is not None and step < total:
+        parts.append(format_eta(eta_s))
+    return " · ".join(parts)

@@ -28,6 +28,7 @@ from lora_studio.gui.dataset.model import DatasetModel
 from lora_studio.gui.dataset.rows import grid_rows
 from lora_studio.gui.dataset.view import DatasetView
 from lora_studio.gui.new_project_dialog import NewProjectDialog
+from lora_studio.gui.notify import Notifier
 from lora_studio.gui.pages import TrainPage, WelcomePage
 from lora_studio.gui.settings.panel import SettingsPanel
 from lora_studio.gui.settings.places import screen_name
@@ -61,6 +62,7 @@ class MainWindow(QMainWindow):
         self.settings_panel = SettingsPanel(self.store, find_models=find_models)
         self.train_page = TrainPage()
         self.train_page.settings_requested.connect(lambda: self.tabs.setCurrentIndex(1))
+        self.notifier = Notifier(self)
         self.quit_guard = None  # made with the run panel
 
         self.tabs = QTabWidget()
@@ -113,6 +115,8 @@ class MainWindow(QMainWindow):
             panel = self.train_page.run_panel
             panel.run_started.connect(lambda _d: self.statusBar().showMessage("Training started.", 5000))
             panel.fix_applied.connect(self._apply_fix)
+            panel.run.changed.connect(lambda _e: self._update_title())
+            panel.ended.connect(self._ended)
             self.quit_guard = QuitGuard(self, panel)
             self._connect_runs()
         return self.train_page.run_panel
@@ -187,7 +191,7 @@ class MainWindow(QMainWindow):
         self._connect_runs()
         add_recent_project(project.root)
         self._refresh_recent()
-        self.setWindowTitle(f"{APP_TITLE} — {project.name}")
+        self._update_title()
         self.pages.setCurrentWidget(self.tabs)
         self.close_action.setEnabled(True)
         self.rescan(check=True)
@@ -210,7 +214,7 @@ class MainWindow(QMainWindow):
         self.model.set_items([])
         self.dataset_view.set_project(None)
         self._connect_runs()
-        self.setWindowTitle(APP_TITLE)
+        self._update_title()
         self.pages.setCurrentWidget(self.welcome)
         self.close_action.setEnabled(False)
         self._refresh_recent()
@@ -352,6 +356,22 @@ class MainWindow(QMainWindow):
     def save_layout(self) -> None:
         window_layout.save(self, self._splitters(), self.tabs)
         self.train_page.save_state()
+
+    def _update_title(self) -> None:
+        """The project's name, and while a run trains how far it is ("42% — MyStyle — LoRA Studio")."""
+        if self.project is None:
+            self.setWindowTitle(APP_TITLE)
+            return
+        panel = self.run_panel
+        state = panel.run.state if panel is not None else None
+        if panel is not None and panel.run.live and state.finished is None and state.total_steps > 0:
+            self.setWindowTitle(f"{100 * state.step // state.total_steps}% — {self.project.name} — {APP_TITLE}")
+        else:
+            self.setWindowTitle(f"{APP_TITLE} — {self.project.name}")
+
+    def _ended(self, title: str, message: str, failed: bool) -> None:
+        if self.quit_guard is None or not self.quit_guard.closing_after_run:  # no news for one who is leaving
+            self.notifier.notify(title, message, failed=failed)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
         if self.quit_guard is not None and not self.quit_guard.allow_close():

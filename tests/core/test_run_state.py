@@ -41,7 +41,7 @@ def test_a_run_from_start_to_finish(tmp_path):
     assert state.export_path.endswith("my_style.safetensors") and state.ranking.step == 20
     assert list(state.samples_by_step()) == [0]
     assert state.rate == 1.0  # steps per second, from the events' own times
-    assert state.outcome_text() == "Finished: 40 steps. Saved my_style.safetensors."
+    assert state.outcome_text() == f"Finished: 40 steps. Saved my_style.safetensors in {tmp_path}."
     assert state.status_word() == "Completed"
 
 
@@ -111,4 +111,4 @@ def test_a_real_runs_log_folds_to_what_it_did():
     assert state.checkpoints == [4, 5, 8]
     assert [(Path(e.path).name, e.step) for e in state.exported] == [("tstyle.safetensors", 5), ("tstyle.safetensors", 8)]
     assert state.export_path.endswith("tstyle.safetensors") and state.error is None and state.ranking.step == 4
-    assert state.outcome_text() == "Finished: 8 steps. Saved tstyle.safetensors."
+    assert state.outcome_text().startswith("Finished: 8 steps. Saved tstyle.safetensors in /")

@@ -1,11 +1,14 @@
-"""The window and its runs, against the fake engine (a real process): quitting while a run trains, and
-switching projects."""
+"""The window and its runs, against the fake engine (a real process): quitting while a run trains, switching
+projects, and telling the artist when a run or a comparison ends."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from fake_engine import fake_engine_command, make_run_dir, replay_run
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QObject, Qt, QUrl, Slot
+from PySide6.QtGui import QDesktopServices
 
 from lora_studio.core import events as ev
 from lora_studio.core.runs import RunDir, read_state
@@ -107,13 +110,13 @@ def test_switching_projects_shows_only_the_new_projects_runs(qtbot, window, tmp_
     panel = w.run_panel
     assert panel.current_run() == a_run and panel.chart.point_count() == 20 and panel.gallery.thumbnail_count() == 8
     assert panel.status_label.text().startswith("Finished: 40 steps.") and panel.banner.kind == "warning"
-    assert panel.export_button.isEnabled() and panel.compare_button.isEnabled()
+    assert panel.export_button.isEnabled() and panel.compare_button.isEnabled() and panel.show_folder_button.isVisible()
 
     assert w.open_project(b.root)  # B has no run: nothing of A's is left on the Train tab
     assert panel.current_run() is None
     assert (panel.chart.point_count(), panel.gallery.thumbnail_count(), panel.status_label.text()) == (0, 0, "Ready.")
     assert (panel.progress_bar.value(), panel.progress_bar.format()) == (0, "")
-    assert panel.banner.kind == "" and not panel.banner.isVisible()
+    assert panel.banner.kind == "" and not panel.banner.isVisible() and not panel.show_folder_button.isVisible()
     assert not panel.export_button.isEnabled() and not panel.compare_button.isEnabled()
     assert panel.open_export_dialog() is None and panel.open_compare_dialog() is None
     assert w.run_history.runs() == [] and panel.log_view.line_count() == 0
@@ -135,3 +138,51 @@ def test_switching_projects_shows_only_the_new_projects_runs(qtbot, window, tmp_
 
     w.close_project()
     assert panel.current_run() is None and not panel.export_button.isEnabled()
+
+
+class _Opened(QObject):
+    def __init__(self):
+        super().__init__()
+        self.urls: list[QUrl] = []
+
+    @Slot(QUrl)
+    def open(self, url: QUrl) -> None:
+        self.urls.append(url)
+
+
+def test_the_end_of_a_run_or_a_comparison_is_told(qtbot, window, project):
+    w = window(project, "--delay", "0.01")
+    w.store.set("sample.prompts", ["a castle on a hill"])  # something to compare the checkpoints with
+    panel = w.run_panel
+    titles: list[str] = []
+    notes: list[tuple] = []
+    w.windowTitleChanged.connect(titles.append)
+    w.notifier.shown.connect(lambda *note: notes.append(note))
+    with qtbot.waitSignal(panel.run_finished, timeout=20_000) as finished:
+        panel.start()
+    run_dir = finished.args[0]
+    assert "50% — MyStyle — LoRA Studio" in titles and "100% — MyStyle — LoRA Studio" in titles  # steps 20 and 40 of 40
+    assert w.windowTitle() == "LoRA Studio — MyStyle"
+    assert notes == [("Training finished", f"Finished: 40 steps. Saved my_style.safetensors in {run_dir}.", False)]
+
+    opened = _Opened()
+    QDesktopServices.setUrlHandler("file", opened, "open")
+    try:
+        qtbot.mouseClick(panel.show_folder_button, Qt.MouseButton.LeftButton)
+    finally:
+        QDesktopServices.unsetUrlHandler("file")
+    assert [Path(u.toLocalFile()) for u in opened.urls] == [run_dir]
+
+    dialog = panel.open_compare_dialog()
+    with qtbot.waitSignal(dialog._process.done, timeout=15_000):
+        dialog.generate()
+    assert notes[-1][0] == "Comparison finished" and notes[-1][1].startswith("Done: ") and notes[-1][2] is False
+    dialog.wait_for_images(5_000)
+    dialog.close()
+
+    panel.set_engine_command(*fake_engine_command("--crash-after", "12"))
+    with qtbot.waitSignal(panel.run_finished, timeout=20_000):
+        panel.start()
+    title, message, failed = notes[-1]
+    assert (title, failed) == ("Training failed", True)
+    assert message.startswith("Training did not finish. No checkpoint was saved; start again. The LoRA Studio engine")

@@ -47,6 +47,7 @@ PREVIEW_ROOM = 340  # what the large view keeps when the window is too narrow fo
 
 class CompareDialog(QDialog):
     exported = Signal(object)  # ev.Exported, passed on from the export dialog it opened
+    ended = Signal(str, str)  # completed | stopped | failed, and the line that says so
 
     def __init__(
         self,
@@ -307,6 +308,7 @@ class CompareDialog(QDialog):
             self._set_status(f"The comparison did not finish ({self._results.made_text()} made)." if made
                              else "The comparison did not finish.")
         self._update_controls()
+        self.ended.emit(status, self.status_label.text())
         if self._close_when_done and self.isVisible():
             super().reject()
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QSplitter, QToolButton, QVBoxLayout, QWidget
 
 from lora_studio.core import config as config_mod
 from lora_studio.core import events as ev
 from lora_studio.core.errors import UserError
 from lora_studio.core.fit_advice import with_changes
-from lora_studio.core.run_state import NO_CHECKPOINT
+from lora_studio.core.run_state import NO_CHECKPOINT, progress_text
 from lora_studio.core.runs import RunDir, list_runs, summaries
 from lora_studio.gui.banner import Banner
 from lora_studio.gui.compare.dialog import CompareDialog
@@ -31,28 +32,11 @@ from lora_studio.gui.run.run_model import RunModel
 from lora_studio.gui.run.sample_gallery import SampleGallery
 
 
-def format_eta(seconds: float) -> str:
-    if seconds < 60:
-        return "under a minute left"
-    minutes = round(seconds / 60)
-    if minutes < 60:
-        return f"{minutes} min left"
-    return f"{minutes // 60} h {minutes % 60:02d} min left"
-
-
-def progress_text(step: int, total: int, steps_per_s: float | None, eta_s: float | None) -> str:
-    parts = [f"step {step:,} / {total:,}"]
-    if steps_per_s:
-        parts.append(f"{steps_per_s:.1f} it/s" if steps_per_s >= 1 else f"{1 / steps_per_s:.1f} s/it")
-    if eta_s is not None and step < total:
-        parts.append(format_eta(eta_s))
-    return " · ".join(parts)
-
-
 class RunPanel(QWidget):
     run_started = Signal(Path)
     run_finished = Signal(Path, str)  # run dir, completed | stopped | failed
     fix_applied = Signal(dict)  # {"section.key": value} the artist accepted from an error's fix
+    ended = Signal(str, str, bool)  # a run or a comparison ended: title, what it says, whether it failed
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -95,6 +79,13 @@ class RunPanel(QWidget):
 
         self.status_label = QLabel("Ready.", self)
         self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.show_folder_button = QPushButton("Show in folder", self, clicked=self.show_export_folder,
+                                              toolTip="Open the folder that holds the LoRA file")
+        self.show_folder_button.hide()
+        status_row = QHBoxLayout()
+        status_row.addWidget(self.status_label, 1)
+        status_row.addWidget(self.show_folder_button, 0, Qt.AlignmentFlag.AlignTop)
         self.progress_bar = QProgressBar(self)
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
@@ -117,7 +108,7 @@ class RunPanel(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addLayout(buttons)
-        layout.addWidget(self.status_label)
+        layout.addLayout(status_row)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.banner)
         layout.addWidget(self.splitter, 1)
@@ -224,6 +215,18 @@ class RunPanel(QWidget):
             return
         self.run.show(run)
 
+    def export_folder(self) -> Path | None:
+        """The folder of the shown run's LoRA file, once there is one (and not while it trains)."""
+        path = self.run.state.export_path
+        if not path or self.runner.is_running() or not Path(path).parent.is_dir():
+            return None
+        return Path(path).parent
+
+    def show_export_folder(self) -> None:
+        folder = self.export_folder()
+        if folder is not None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+
     def open_export_dialog(self) -> ExportDialog | None:
         if self.run.run is None or self.runner.is_running():
             return None
@@ -236,6 +239,7 @@ class RunPanel(QWidget):
             return None
         self._compare_dialog = self._show_dialog(CompareDialog(
             self.run.run.path, self, program=self.runner.program, prefix_args=self.runner.prefix_args, lora_dirs=self.lora_dirs))
+        self._compare_dialog.ended.connect(self._comparison_ended)
         return self._compare_dialog
 
     def _show_dialog(self, dialog):
@@ -263,14 +267,24 @@ class RunPanel(QWidget):
     def _on_done(self, _success: bool) -> None:
         # An engine that said it finished and then exited badly is taken at its word about how it ended.
         finished = self.run.state.finished
+        status = finished.status if finished is not None else "failed"
         self.run.end()
         if self.run.run_dir is not None:
-            self.run_finished.emit(self.run.run_dir, finished.status if finished is not None else "failed")
+            self.run_finished.emit(self.run.run_dir, status)
+            title = {"completed": "Training finished", "stopped": "Training stopped"}.get(status, "Training failed")
+            error = self.run.state.error
+            message = self.status_label.text() + (f" {error.message}" if status == "failed" and error else "")
+            self.ended.emit(title, message, status == "failed")
+
+    def _comparison_ended(self, status: str, line: str) -> None:
+        title = {"completed": "Comparison finished", "stopped": "Comparison stopped"}.get(status, "Comparison failed")
+        self.ended.emit(title, line, status == "failed")
 
     # --- rendering the run --------------------------------------------------------------------------
 
     def _render(self, event: ev.Event | None) -> None:
         self._show_status()
+        self.show_folder_button.setVisible(self.export_folder() is not None)
         self._show_progress()
         self._show_losses()
         self._show_samples()

@@ -11,9 +11,10 @@ from PySide6.QtCore import Qt
 from lora_studio.core import config as config_mod
 from lora_studio.core import events as ev
 from lora_studio.core.errors import UserError
+from lora_studio.core.run_state import format_eta, progress_text
 from lora_studio.core.runs import RunDir, summarize
 from lora_studio.gui.run.history import RunHistory
-from lora_studio.gui.run.panel import RunPanel, format_eta, progress_text
+from lora_studio.gui.run.panel import RunPanel
 
 
 @pytest.fixture
@@ -52,7 +53,9 @@ def test_a_run_fills_progress_chart_and_gallery(qtbot, panel, runs_dir):
     assert panel.chart.point_count() == 20
     assert panel.gallery.thumbnail_count() == 8
     qtbot.waitUntil(lambda: panel.gallery.loaded_count() == 8, timeout=5_000)
-    assert panel.status_label.text() == "Finished: 40 steps. Saved my_style.safetensors."
+    # Where the file is, and a button that opens its folder.
+    assert panel.status_label.text() == f"Finished: 40 steps. Saved my_style.safetensors in {runs_dir / 'run-1'}."
+    assert panel.show_folder_button.isVisible() and panel.export_folder() == runs_dir / "run-1"
     assert panel.banner.kind == "warning"  # the canned run's small-images warning stays readable
     assert panel.start_button.isEnabled() and panel.export_button.isEnabled()
     assert not panel.stop_button.isEnabled() and not panel.resume_button.isEnabled()
@@ -190,7 +193,7 @@ def test_show_run_restores_chart_gallery_and_status(qtbot, panel, runs_dir):
     assert [s.step for s in panel.gallery.samples()] == [10, 10, 20, 20, 30, 30, 40, 40]
     # As the live run showed it at its end: the steps and the speed it trained at (no time left to go).
     assert panel.progress_bar.format().startswith("step 40 / 40 · ") and panel.progress_bar.format().endswith(" it/s")
-    assert panel.status_label.text() == "Finished: 40 steps. Saved my_style.safetensors."
+    assert panel.status_label.text() == f"Finished: 40 steps. Saved my_style.safetensors in {run}."
     assert panel.export_button.isEnabled()
     qtbot.waitUntil(lambda: panel.gallery.loaded_count() == 8, timeout=5_000)
 
