@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from lora_studio.core.errors import UserError
+from lora_studio.core.runs import RANKING_FILE
 
 SUBCOMMANDS = ("train", "export", "compare", "inspect", "bench", "device", "demo", "gui")
 
@@ -42,9 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--sampling-steps", type=int, default=None, help="denoising steps per image (default: the run's)")
     ranking = c.add_mutually_exclusive_group()
     ranking.add_argument("--rank", action="store_true", help="then rank the grid's checkpoints (strength 1.0, with the "
-                         "trigger) and write the recommendation to ranking.json, in the grid's folder and the run's")
+                         f"trigger) and write the recommendation to {RANKING_FILE}, in the grid's folder and the run's")
     ranking.add_argument("--rank-samples", action="store_true", help="render no grid: rank the checkpoints by the run's "
-                         "own samples and write the run's ranking.json")
+                         f"own samples and write the run's {RANKING_FILE}")
 
     i = sub.add_parser("inspect", help="show what a LoRA file holds (and verify it against a base model)")
     i.add_argument("file", type=Path)

@@ -33,7 +33,7 @@ from lora_studio.core.dataset import scan
 from lora_studio.core.errors import UserError
 from lora_studio.core.images import load_rgb
 from lora_studio.core.ranking import Recommendation
-from lora_studio.core.runs import RunDir, grid_file, ranking_file
+from lora_studio.core.runs import CONFIG_FILE, RunDir, grid_file, ranking_file
 from lora_studio.engine.process import StdinCommands, StreamSink, event_process
 
 ADAPTER = "default"  # the name lora.add_lora's inject_adapter_in_model gives the adapter
@@ -68,7 +68,7 @@ def check_training_images(cfg) -> None:
     if not found:
         raise UserError(f"The run's training images are not in {cfg.dataset.path} any more, and ranking compares "
                         "the checkpoints with them.", hint="Put them back there (or set dataset.path in the run's "
-                        "config.toml to where they are now).", code="no_training_images")
+                        f"{CONFIG_FILE} to where they are now).", code="no_training_images")
 
 
 def plan(run_dir: Path, *, steps=None, strengths=None, prompts=None, trigger_variants=True, seed=None, sampling_steps=None,
