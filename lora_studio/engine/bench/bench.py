@@ -24,7 +24,6 @@ import contextlib
 import datetime as _dt
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -39,6 +38,7 @@ from lora_studio.core.errors import UserError
 from lora_studio.engine.bench.sides import (
     OursSide, ReferenceSide, Side, SideResult, alternate, count_host_syncs, measure_transient,
 )
+from lora_studio.engine.bench.environment import device_description, quiet_diffusers, versions
 from lora_studio.engine.bench.measure import LiveTensorBytes, allocated_bytes, count_flops, matmul_rate, process_peak_rss
 from lora_studio.engine.bench.random_models import build_models, make_inputs
 
@@ -90,36 +90,6 @@ def bench_config(preset: Preset, *, batch_size: int, mixed_precision: str, base_
 
 
 # -- the command ------------------------------------------------------------------------------------
-
-
-def _device_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        p = torch.cuda.get_device_properties(device)
-        return f"{p.name} ({p.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU {cpu}, {torch.get_num_threads()} threads"
-
-
-def _versions() -> dict:
-    import accelerate
-    import diffusers
-    import peft
-    import transformers
-
-    import lora_studio
-
-    return {
-        "lora_studio": getattr(lora_studio, "__version__", "0.1.0"), "python": platform.python_version(), "torch": torch.__version__,
-        "cuda": torch.version.cuda, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-        "peft": peft.__version__, "accelerate": accelerate.__version__, "platform": platform.platform(),
-    }
 
 
 def choose_cpu_threads(sides: list["Side"], log: Callable[[str], None]) -> tuple[int, dict]:
@@ -195,19 +165,6 @@ SETTING_KEYS_THAT_MUST_MATCH = (
 )
 
 
-@contextlib.contextmanager
-def _quiet_diffusers():
-    # diffusers warns on every `.to(dtype)` of a model built from a config; the benchmark casts on purpose.
-    from diffusers.utils import logging as diffusers_logging
-
-    before = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        diffusers_logging.set_verbosity(before)
-
-
 def run_bench(preset_name: str, *, steps: int | None = None, batch_size: int | None = None, device: str | None = None,
               base_weights: str | None = None, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict:
     """Run the benchmark in this process and return the results (the JSON document). `base_weights` overrides
@@ -215,7 +172,7 @@ def run_bench(preset_name: str, *, steps: int | None = None, batch_size: int | N
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     threads_before = torch.get_num_threads()
     try:
-        with _quiet_diffusers():
+        with quiet_diffusers():
             return _run_bench(preset_name, steps=steps, batch_size=batch_size, device=dev, base_weights=base_weights, log=log)
     finally:
         torch.set_num_threads(threads_before)
@@ -255,7 +212,7 @@ def _run_bench(preset_name: str, *, steps: int | None, batch_size: int | None, d
     build_device = torch.device("cpu") if base == "fp8" else dev
     cfg = bench_config(preset, batch_size=batch, mixed_precision=mixed, base_weights=base)
     log(f"bench {preset_name}: {preset.kind} ({preset.size}), {preset.resolution} px, batch {batch}, rank {preset.rank}, "
-        f"{mixed if mixed != 'no' else 'fp32'}, {steps} timed steps per side, on {_device_description(dev)}")
+        f"{mixed if mixed != 'no' else 'fp32'}, {steps} timed steps per side, on {device_description(dev)}")
 
     inputs = make_inputs(4, batch, preset.resolution)
     results = {"lora_studio": SideResult(), "reference": SideResult()}
@@ -317,7 +274,7 @@ def _run_bench(preset_name: str, *, steps: int | None, batch_size: int | None, d
         "lora_studio": ours,
         "reference": ref,
         "speedup": ours["samples_per_s"] / ref["samples_per_s"],
-        "device": _device_description(dev),
+        "device": device_description(dev),
         "settings": {
             "preset": preset_name, "kind": preset.kind, "model_size": preset.size, "weights": "random (seeded)",
             "resolution": preset.resolution, "batch_size": batch, "rank": preset.rank, "alpha": float(preset.rank),
@@ -343,7 +300,7 @@ def _run_bench(preset_name: str, *, steps: int | None, batch_size: int | None, d
             "process_peak_rss_bytes is the whole process."
         ),
         "process_peak_rss_bytes": process_peak_rss(),
-        "versions": _versions(),
+        "versions": versions(),
         "date": date,
         "wall_s": time.perf_counter() - began,
     }

@@ -13,6 +13,8 @@ side and step the benchmark reports:
   of black pixels: ~0 for the base world, the geopop outlines are black);
 - follows: the world's ground truth for the prompts, the share of pictures whose background and shape
   colours are the ones the prompt names (`Reading.follows`);
+- background: the share of pictures whose background is the named colour (`follows` asks that and the
+  shape colours too);
 - train_s: the seconds spent in training steps so far (sampling and scoring not counted).
 
 The two scores come from `engine.evaluate.rank.score_steps`, as a run's ranking does; the ground truth
@@ -45,6 +47,7 @@ from lora_studio.core.errors import UserError
 from lora_studio.core.images import load_rgb
 from lora_studio.core.resources import resource
 from lora_studio.engine import demo
+from lora_studio.engine.bench.environment import device_description, quiet_diffusers, versions
 from lora_studio.engine.bench.learners import Learner, OursLearner, ReferenceLearner
 
 Log = Callable[[str], None]
@@ -58,7 +61,7 @@ class LearningPreset:
     sample_points: int = 4  # sampled at 0 and at every steps / sample_points
 
 
-PRESETS = {"world": LearningPreset("world", steps=200, pictures_per_prompt=2)}
+PRESETS = {"world": LearningPreset("world", steps=200, pictures_per_prompt=4)}
 SETTING_KEYS_THAT_MUST_MATCH = ("lora_modules", "rank", "lora_scaling", "lora_dtype", "trainable_params", "base_dtype",
                                 "optimizer", "learning_rate", "weight_decay", "betas", "eps", "mixed_precision")
 
@@ -182,8 +185,9 @@ def score(run: SideRun, judge, cfg: Config, data: list[Image.Image]) -> dict:
     """The side's rows: the two scores (judged by the untouched base model) and the world's ground truth."""
     from lora_studio.engine.evaluate.rank import score_steps
 
+    # Never None here: the pictures always hold step 0 and a later step.
     rec = score_steps(judge, cfg, run.pictures, list(demo.PROMPTS), data)
-    by_step = {s.step: s for s in rec.scores} if rec else {}
+    by_step = {s.step: s for s in rec.scores}
     scenes = held_out_scenes()
     rows = []
     for step in sorted(run.pictures):
@@ -196,9 +200,11 @@ def score(run: SideRun, judge, cfg: Config, data: list[Image.Image]) -> dict:
             "prompts": s.prompts if s else rec.base_prompts,
             "dark_share": sum(rd.dark_share for rd, _ in readings) / len(readings),
             "follows": sum(rd.follows(scenes[j]) for rd, j in readings) / len(readings),
+            # Half of `follows`, and the half a weak base model gets right first: the named background.
+            "background": sum(rd.background == scenes[j].background for rd, j in readings) / len(readings),
             **run.rows[step],
         })
-    return {"steps": rows, "recommended": {"step": rec.step, "sentence": rec.sentence} if rec else None}
+    return {"steps": rows, "recommended": {"step": rec.step, "sentence": rec.sentence}}
 
 
 # -- the command ------------------------------------------------------------------------------------
@@ -229,7 +235,6 @@ def run_learning_bench(preset_name: str = "world", *, steps: int | None = None, 
                        pictures_per_prompt: int | None = None, sampling_steps: int | None = None,
                        device: str | None = None, log: Log = lambda s: print(s, file=sys.stderr)) -> dict:
     """Train both recipes on the demo world and return the results (the JSON document)."""
-    from lora_studio.engine.bench.bench import _device_description, _quiet_diffusers, _versions
     from lora_studio.engine.models.load import load_models
     from lora_studio.engine.training import validation
 
@@ -241,11 +246,11 @@ def run_learning_bench(preset_name: str = "world", *, steps: int | None = None, 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     began, date = time.perf_counter(), _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     points = sample_steps(steps, preset.sample_points)
-    with tempfile.TemporaryDirectory(prefix="lora-studio-bench-world-") as tmp, _quiet_diffusers():
+    with tempfile.TemporaryDirectory(prefix="lora-studio-bench-world-") as tmp, quiet_diffusers():
         cfg = _demo_config(Path(tmp), steps, batch_size, sampling_steps)
         items, _held = validation.held_out(cfg, scan(cfg.dataset, verify=True).items)
         log(f"bench {preset.name}: the demo world, {len(items)} pictures at {cfg.train.resolution} px, {steps} steps per side, "
-            f"samples at {points}, on {_device_description(dev)}")
+            f"samples at {points}, on {device_description(dev)}")
         runs = train_both(cfg, items, dev, points, per_prompt, log)
         log("  scoring")
         judge = load_models(cfg.model, torch.float32)  # the base model, untouched by either side's LoRA
@@ -257,12 +262,12 @@ def run_learning_bench(preset_name: str = "world", *, steps: int | None = None, 
         settings = _settings(cfg, preset, items, points, per_prompt, {k: v["settings"] for k, v in sides.items()})
     return {
         "preset": preset.name, **sides, "settings": settings, "world_model": _world_model(),
-        "device": _device_description(dev), "cpu_threads": torch.get_num_threads(), "versions": _versions(),
+        "device": device_description(dev), "cpu_threads": torch.get_num_threads(), "versions": versions(),
         "date": date, "wall_s": time.perf_counter() - began,
     }
 
 
-COLUMNS = (("style", "{:.2f}"), ("prompts", "{:.2f}"), ("dark_share", "{:.3f}"), ("follows", "{:.2f}"), ("train_s", "{:.1f}"), ("loss", "{:.4f}"))
+COLUMNS = (("style", "{:.2f}"), ("prompts", "{:.2f}"), ("dark_share", "{:.3f}"), ("follows", "{:.2f}"), ("background", "{:.2f}"), ("train_s", "{:.1f}"), ("loss", "{:.4f}"))
 
 
 def format_table(doc: dict) -> str:

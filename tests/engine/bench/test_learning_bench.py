@@ -13,7 +13,7 @@ from lora_studio.engine import demo
 from lora_studio.engine.bench import learning
 
 STEPS = 2
-ROW_KEYS = {"step", "style", "prompts", "dark_share", "follows", "train_s", "loss", "lr"}
+ROW_KEYS = {"step", "style", "prompts", "dark_share", "follows", "background", "train_s", "loss", "lr"}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,8 @@ def test_every_number_is_finite_and_in_its_range(doc):
         rows = doc[side]["steps"]
         assert rows[0]["loss"] is None and rows[0]["train_s"] == 0 and rows[0]["style"] == 0
         for row in rows:
-            assert 0 <= row["prompts"] <= 1 and 0 <= row["follows"] <= 1 and 0 <= row["dark_share"] <= 1
+            assert all(0 <= row[k] <= 1 for k in ("prompts", "follows", "background", "dark_share"))
+            assert row["follows"] <= row["background"]  # following a prompt includes drawing its background
             assert isinstance(row["style"], float) and row["lr"] >= 0
         for earlier, later in zip(rows, rows[1:]):
             assert later["loss"] > 0 and later["train_s"] > earlier["train_s"]
@@ -64,8 +65,8 @@ def test_both_recipes_train_the_same_lora_on_the_same_schedule(doc):
 def test_the_step0_pictures_are_the_base_models_on_both_sides(doc):
     # Both LoRAs start with B = 0, so the two sides' step-0 rows read the same pictures.
     first = [doc[side]["steps"][0] for side in ("lora_studio", "reference")]
-    assert first[0]["dark_share"] == first[1]["dark_share"] and first[0]["follows"] == first[1]["follows"]
-    assert first[0]["prompts"] == first[1]["prompts"]
+    for key in ("dark_share", "follows", "background", "prompts"):
+        assert first[0][key] == first[1][key], key
 
 
 def test_the_table_names_both_sides(doc, capsys):
