@@ -350,9 +350,9 @@ class _Loop:
             self.save()
         export_path = ""
         if self.acc.is_main_process:
-            export_path = self._export()
             if self.cfg.sample.rank and status == "completed":
-                self._rank()
+                self._rank()  # before the export, so a run's last two events stay exported, finished
+            export_path = self._export()
         self.acc.wait_for_everyone()
         finished = ev.Finished(status, self.step, export_path)
         self.emit(finished)

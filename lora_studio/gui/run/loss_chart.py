@@ -1,4 +1,5 @@
-"""The training loss over steps: raw values as faint dots, an exponential moving average as the line.
+"""The training loss over steps: raw values as faint dots, an exponential moving average as the line,
+and the validation loss (held-out images, fixed noise: comparable from step to step) as its own line.
 
 Diffusion loss is dominated by the random timestep of each batch, so the raw values jump around; the
 smoothed line is the one an artist can read a trend from. The average's window grows with the run
@@ -40,6 +41,10 @@ class LossChart(QWidget):
         faint.setAlpha(70)
         self._raw_item = item.plot([], [], pen=None, symbol="o", symbolSize=4, symbolPen=None, symbolBrush=faint)
         self._smooth_item = item.plot([], [], pen=pg.mkPen(accent, width=2))
+        # Orange against the blue accent: two losses, told apart at a glance (and named in the readout).
+        self._validation: list[tuple[int, float]] = []
+        self._validation_item = item.plot([], [], pen=pg.mkPen(QColor(240, 150, 40), width=2), symbol="s",
+                                          symbolSize=6, symbolPen=None, symbolBrush=QColor(240, 150, 40))
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -90,8 +95,22 @@ class LossChart(QWidget):
         self._redraw()
         self._plot.getPlotItem().enableAutoRange()
 
+    def set_validation(self, points: Iterable[tuple[int, float]]) -> None:
+        """The validation losses so far ((step, loss), one per evaluation)."""
+        points = [(s, v) for s, v in points if math.isfinite(v)]
+        if points == self._validation:
+            return
+        self._validation = points
+        self._validation_item.setData(np.asarray([s for s, _ in points], dtype=float),
+                                      np.asarray([v for _, v in points], dtype=float))
+        self._update_readout()
+
+    def validation(self) -> list[tuple[int, float]]:
+        return list(self._validation)
+
     def clear(self) -> None:
         self.set_points([])
+        self.set_validation([])
 
     def point_count(self) -> int:
         return len(self._steps)
@@ -129,6 +148,8 @@ class LossChart(QWidget):
         if not self._steps:
             self._readout.setText("Loss: no steps yet")
             return
-        self._readout.setText(
-            f"Loss at step {self._steps[-1]:,}: {self._losses[-1]:.4f}  ·  smoothed {self._smoothed[-1]:.4f}"
-        )
+        text = f"Loss at step {self._steps[-1]:,}: {self._losses[-1]:.4f}  ·  smoothed {self._smoothed[-1]:.4f}"
+        if self._validation:
+            step, value = self._validation[-1]
+            text += f"  ·  validation {value:.4f} (step {step:,})"
+        self._readout.setText(text)

@@ -324,6 +324,7 @@ class RunPanel(QWidget):
                 self.chart.add_point(step, loss)
         else:
             self.chart.set_points(wanted)
+        self.chart.set_validation(self.run.state.validation)
 
     def _show_samples(self) -> None:
         def key(s: ev.Sample) -> tuple:
