@@ -80,7 +80,7 @@ def _open_app(project: Path | None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
-        from lora_studio.engine.process import train_command
+        from lora_studio.engine.train_command import train_command
 
         return train_command(args.config, resume=args.resume, dry_run=args.dry_run)
     if args.command == "export":

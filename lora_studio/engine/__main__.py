@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from lora_studio.core.errors import UserError
-from lora_studio.engine.process import train_command
+from lora_studio.engine.train_command import train_command
 
 
 def _parser() -> argparse.ArgumentParser:
