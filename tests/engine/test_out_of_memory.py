@@ -73,3 +73,17 @@ def test_out_of_memory_keeps_the_run_and_its_fix_resumes_it(tiny_model_dir, tmp_
     assert started.start_step == 2
     assert events[-1].status == "completed" and events[-1].step == 4
     assert next(e for e in events if isinstance(e, ev.Exported)).verified
+
+
+def test_allocation_failures_of_every_cpu_kernel_count_as_out_of_memory():
+    import torch
+
+    from lora_studio.engine.out_of_memory import out_of_memory_where
+
+    # oneDNN's convolutions report a failed scratchpad allocation only as "could not create a primitive";
+    # under the address-space cap above, with two threads, that is how the CPU runs out (seen in CI).
+    assert out_of_memory_where(RuntimeError("could not create a primitive")) == "cpu"
+    assert out_of_memory_where(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes")) == "cpu"
+    assert out_of_memory_where(MemoryError()) == "cpu"
+    assert out_of_memory_where(torch.OutOfMemoryError("CUDA out of memory")) == "gpu"
+    assert out_of_memory_where(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
