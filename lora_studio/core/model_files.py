@@ -91,13 +91,34 @@ def damaged_model(base: str | Path) -> str | None:
     return None
 
 
+# Key fragments only LoRA-type files hold (kohya, peft/diffusers, LyCORIS), never a base checkpoint.
+_LORA_KEY_PARTS = ("lora_down", "lora_up", "lora_A", "lora_B", "hada_w1", "lokr_w1")
+
+
+def is_lora_file(path: str | Path) -> bool:
+    """A .safetensors whose tensors are all adapter weights: a LoRA, picked where a base model belongs."""
+    header = safetensors_header(Path(path)) if str(path).lower().endswith(".safetensors") else {}
+    return bool(header) and all(any(part in name for part in _LORA_KEY_PARTS) or name.endswith(".alpha")
+                                for name in header)
+
+
 def model_problems(cfg: Any) -> list[Problem]:
-    """The damaged model files of the settings (base model, VAE), as problems of their keys: the app shows
-    them under the model picker and before Start, the moment the model is chosen."""
+    """What the headers show is wrong with the settings' model files (base model, VAE) — gone, a LoRA in
+    the base model's place, or damaged — as problems of their keys: the app shows them under the model
+    picker and before Start, the moment the model is chosen, instead of a failed run 10 s after Start."""
     problems = []
     for key, value in (("model.base", cfg.model.base), ("model.vae", cfg.model.vae)):
-        damage = damaged_model(value) if value.strip() else None
-        if damage:
+        if not value.strip():
+            continue
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            continue  # relative to a project file this function does not know; loading resolves it
+        if not path.exists():
+            problems.append(Problem(key, f"({path.name}) is not there any more; it was moved or deleted: pick it again."))
+        elif key == "model.base" and is_lora_file(path):
+            problems.append(Problem(key, f"({path.name}) is a LoRA, not a base model; pick the Stable Diffusion "
+                                         "checkpoint the LoRA is meant for."))
+        elif damage := damaged_model(value):
             problems.append(Problem(key, damage))
     return problems
 

@@ -86,3 +86,25 @@ def test_a_damaged_model_is_named_when_it_is_picked(tmp_path):
     problems = model_files.model_problems(Config().replace(model={"base": str(folder), "vae": str(single)}))
     assert [p.key for p in problems] == ["model.base", "model.vae"]
     assert model_files.model_problems(Config()) == [] and model_files.damaged_model(tmp_path / "missing") is None
+
+
+def test_a_lora_as_base_model_and_a_moved_base_model_are_named_when_picked(tmp_path):
+    import json
+    import struct
+
+    from lora_studio.core.config import Config
+
+    def write(path, names):
+        header = {n: {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]} for i, n in enumerate(names)}
+        data = json.dumps(header).encode()
+        path.write_bytes(struct.pack("<Q", len(data)) + data + b"\0" * (4 * len(names)))
+        return path
+
+    lora = write(tmp_path / "style.safetensors", ["lora_unet_a.lora_down.weight", "lora_unet_a.lora_up.weight", "lora_unet_a.alpha"])
+    base = write(tmp_path / "base.safetensors", ["model.diffusion_model.input_blocks.0.0.weight"])
+    assert model_files.is_lora_file(lora) and not model_files.is_lora_file(base)
+    (p,) = model_files.model_problems(Config().replace(model={"base": str(lora)}))
+    assert p.key == "model.base" and "is a LoRA, not a base model" in p.message
+    (p,) = model_files.model_problems(Config().replace(model={"base": str(tmp_path / "gone.safetensors")}))
+    assert "is not there any more" in p.message
+    assert model_files.model_problems(Config().replace(model={"base": str(base)})) == []

@@ -46,7 +46,12 @@ def test_problems_show_beside_the_field(qtbot, tmp_path, isolated_settings):
     label = panel.findChild(type(panel.budget), "problem")
     problems = [w for w in panel.findChildren(type(panel.budget)) if w.objectName() == "problem" and w.isVisible()]
     assert any("This is empty; set it to a diffusers model folder" in w.text() for w in problems)
-    store.set("model.base", str(tmp_path / "model.safetensors"))
+    store.set("model.base", str(tmp_path / "model.safetensors"))  # not there: said at once
+    problems = [w.text() for w in panel.findChildren(type(panel.budget)) if w.objectName() == "problem" and w.isVisible()]
+    assert any("is not there any more" in t for t in problems)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model_index.json").write_text("{}")
+    store.set("model.base", str(tmp_path / "model"))
     problems = [w for w in panel.findChildren(type(panel.budget)) if w.objectName() == "problem" and w.isVisible()]
     assert problems == [] and label is not None
     store.set("train.resolution", 500)
