@@ -12,7 +12,6 @@ Everything is reloaded with `torch.load(weights_only=True)` / safetensors: no pi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
@@ -27,6 +26,7 @@ from lora_studio.core import events as ev
 from lora_studio.core.errors import UserError
 from lora_studio.core.runs import CHECKPOINT_LORA, CHECKPOINT_STATE, CheckpointDir, RunDir
 from lora_studio.engine.tensor_files import save_safetensors, save_torch, write_bytes
+from lora_studio.engine.training.cache import file_digest
 
 MANIFEST = "manifest.json"
 LORA, STATE = CHECKPOINT_LORA, CHECKPOINT_STATE
@@ -107,16 +107,8 @@ def save(run_dir: Path, step: int, lora: dict[str, torch.Tensor], optimizer, lr_
 
 # --- verifying -----------------------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _manifest(folder: Path, step: int) -> dict[str, Any]:
-    files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(folder.iterdir()) if p.name != MANIFEST}
+    files = {p.name: {"size": p.stat().st_size, "sha256": file_digest(p)} for p in sorted(folder.iterdir()) if p.name != MANIFEST}
     return {"version": 1, "step": step, "files": files}
 
 
@@ -152,7 +144,7 @@ def _check_manifest(folder: Path, step: int, needed: tuple[str, ...]) -> None:
         if size != expected.get("size"):
             what = "empty" if size == 0 else f"{size:,} bytes, not the {expected.get('size'):,} written"
             raise DamagedCheckpoint(step, folder, f"{words} is {what}")
-        if _sha256(folder / name) != expected.get("sha256"):
+        if file_digest(folder / name) != expected.get("sha256"):
             raise DamagedCheckpoint(step, folder, f"{words} does not hold the bytes that were written")
 
 
