@@ -183,7 +183,7 @@ class RunState:
         if status == "completed":
             return "Completed"
         if status == "stopped":
-            return f"Stopped at step {self.step:,}"
+            return "Stopped"  # the history's Step column says where
         if status == "failed":
             return "Failed"
         if not self.began:

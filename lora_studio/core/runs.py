@@ -281,6 +281,12 @@ class RunSummary:
     def status_text(self) -> str:
         return "Training…" if self.status == "running" else self.status_word
 
+    @property
+    def never_trained(self) -> bool:
+        """It failed before its first step (a model that would not load, no usable image): nothing in it
+        but its settings and the error."""
+        return self.status == "failed" and self.step == 0 and not self.checkpoint_steps
+
 
 def summarize(run: RunDir) -> RunSummary:
     state = read_state(run, whole=False)
@@ -294,5 +300,10 @@ def summarize(run: RunDir) -> RunSummary:
 
 
 def summaries(runs_dir: Path | None) -> list[RunSummary]:
-    """A summary of every run of a project, newest first."""
-    return [summarize(r) for r in list_runs(runs_dir)]
+    """A summary of every run of a project worth listing, newest first.
+
+    Runs that failed before their first step are left out, except the newest run: its error is what the
+    artist is reading now, while older ones would only clutter the history (their folders stay on disk).
+    """
+    runs = [summarize(r) for r in list_runs(runs_dir)]
+    return runs[:1] + [r for r in runs[1:] if not r.never_trained]

@@ -105,6 +105,9 @@ def event_process(body: Callable[[StreamSink], int], *, what: str, oom: Callable
         # Under `accelerate launch` only rank 0 speaks: one event stream, whatever the process count.
         events_out = open(os.devnull, "w")
     sys.stdout = sys.stderr  # stray prints go to the human log, never into the event stream
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.disable_progress_bar()  # "Loading pipeline components…" bars, as raw lines in the Log
     sink = StreamSink(events_out)
     try:
         return body(sink)

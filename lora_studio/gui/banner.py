@@ -22,15 +22,19 @@ class Banner(QFrame):
     """An error (red) or a warning (amber), with the engine's hint and an optional action button."""
 
     # Fixed light colours with their own text colour, so the banner reads the same in a dark theme.
-    STYLE = "Banner {{ background: {}; border: 1px solid {}; border-radius: 4px; }} QLabel {{ color: {}; }}"
+    # The ✕ too: a dark theme's light button text would vanish on the light strip.
+    STYLE = ("Banner {{ background: {0}; border: 1px solid {1}; border-radius: 4px; }} "
+             "QLabel, QToolButton {{ color: {2}; }} QToolButton {{ font-weight: bold; }}")
     STYLES = {
         "error": STYLE.format("#fde3e1", "#e3a29c", "#5c0b07"),
         "warning": STYLE.format("#fff3d4", "#e6c872", "#4d3a00"),
     }
+    EARLIER_SHOWN = 5  # earlier warnings listed under the newest; the rest are counted
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.kind = ""
+        self._earlier_count = 0
         self._action: Callable[[], None] | None = None
         self.message_label = QLabel(self)
         self.message_label.setWordWrap(True)
@@ -38,6 +42,10 @@ class Banner(QFrame):
         self.hint_label = QLabel(self)
         self.hint_label.setWordWrap(True)
         self.hint_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.earlier_label = QLabel(self)  # the run's earlier warnings: none is lost behind the newest
+        self.earlier_label.setWordWrap(True)
+        self.earlier_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.earlier_label.hide()
         self.action_button = QPushButton(self, clicked=self._act)
         self.action_button.hide()
         close = QToolButton(self, text="✕", autoRaise=True, clicked=self.dismiss)
@@ -45,6 +53,7 @@ class Banner(QFrame):
         text = QVBoxLayout()
         text.addWidget(self.message_label)
         text.addWidget(self.hint_label)
+        text.addWidget(self.earlier_label)
         layout = QHBoxLayout(self)
         layout.addLayout(text, 1)
         layout.addWidget(self.action_button, 0, Qt.AlignmentFlag.AlignVCenter)
@@ -52,7 +61,8 @@ class Banner(QFrame):
         self.hide()
 
     def show_message(self, kind: str, message: str, hint: str = "",
-                     action: tuple[str, Callable[[], None]] | None = None) -> None:
+                     action: tuple[str, Callable[[], None]] | None = None, earlier: list[str] | None = None) -> None:
+        """earlier: the messages that came before this one (oldest first), listed under it."""
         if kind == "warning" and self.kind == "error" and self.isVisible():
             return  # a warning must not cover up the error that ended the run
         self.kind = kind
@@ -68,10 +78,24 @@ class Banner(QFrame):
             QFontDatabase.SystemFont.FixedFont if multi_line else QFontDatabase.SystemFont.GeneralFont))
         self.hint_label.setText(hint)
         self.hint_label.setVisible(bool(hint))
+        self._show_earlier(earlier or [])
         self._action = action[1] if action else None
         self.action_button.setText(action[0] if action else "")
         self.action_button.setVisible(action is not None)
         self.show()
+
+    def earlier_count(self) -> int:
+        return self._earlier_count
+
+    def _show_earlier(self, earlier: list[str]) -> None:
+        self._earlier_count = len(earlier)
+        newest_first = list(reversed(earlier))
+        lines = [f"• {_html(say(m))}" for m in newest_first[:self.EARLIER_SHOWN]]
+        if len(earlier) > self.EARLIER_SHOWN:
+            lines.append(f"… and {len(earlier) - self.EARLIER_SHOWN} more (open the Log to see them all)")
+        heading = "Also: 1 warning" if len(earlier) == 1 else f"Also: {len(earlier)} warnings"
+        self.earlier_label.setText(f"{heading}, newest first:<br>" + "<br>".join(lines) if lines else "")
+        self.earlier_label.setVisible(bool(lines))
 
     def dismiss(self) -> None:
         self.kind = ""

@@ -18,7 +18,7 @@ else:  # pragma: no cover
 from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QPixmap
 from PySide6.QtWidgets import (
-    QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
+    QComboBox, QDialog, QDialogButtonBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
     QPushButton, QVBoxLayout, QWidget,
 )
 
@@ -119,12 +119,19 @@ class ExportDialog(QDialog):
         self.exists_label.setObjectName("muted")  # the app style sheet makes it readable on dark and light
         self.exists_label.hide()
 
-        form = QFormLayout()
-        form.addRow("Checkpoint:", self.checkpoint_combo)
-        form.addRow("", self.recommendation_label)
-        form.addRow("Save in:", folder_row)
-        form.addRow("File name:", self.name_edit)
-        form.addRow("", self.exists_label)
+        # A grid, not a QFormLayout: a form gives a word-wrapped label the height of one line, which cut the
+        # recommendation's sentence in half; a grid asks the label its height for the width it gets.
+        form = QGridLayout()
+        form.setColumnStretch(1, 1)
+        for row, (label, field) in enumerate((("Checkpoint:", self.checkpoint_combo), ("", self.recommendation_label),
+                                              ("Save in:", folder_row), ("File name:", self.name_edit),
+                                              ("", self.exists_label))):
+            if label:
+                form.addWidget(QLabel(label, self), row, 0)
+            if isinstance(field, QWidget):
+                form.addWidget(field, row, 1)
+            else:
+                form.addLayout(field, row, 1)
 
         self.busy = QProgressBar(self)
         self.busy.setRange(0, 0)  # the engine does not report export progress: just show it is working

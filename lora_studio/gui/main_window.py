@@ -20,7 +20,7 @@ from lora_studio.core.runs import RunDir
 from lora_studio.core.project import (
     Project, add_recent_project, create_project, forget_recent_project, is_project, open_project, recent_projects,
 )
-from lora_studio.gui import dialog_dirs, menus, window_layout
+from lora_studio.gui import dialog_dirs, guide, menus, window_layout
 from lora_studio.gui.dataset.bulk_actions import BulkActions, BulkActionsBar
 from lora_studio.gui.dataset.caption_editor import CaptionEditor, CaptionWriter
 from lora_studio.gui.dataset.health_panel import HealthPanel
@@ -344,8 +344,13 @@ class MainWindow(QMainWindow):
         self.dataset_view.dropEvent(event)
 
     def show_about(self) -> None:
-        QMessageBox.about(self, "About LoRA Studio",
-                          "<b>LoRA Studio</b><br>Train image-style LoRAs for Stable Diffusion on your own GPU, offline.")
+        guide.show_about(self)
+
+    def show_guide(self) -> guide.GuideDialog:
+        dialog = guide.GuideDialog(self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.show()
+        return dialog
 
     def _splitters(self) -> dict:
         return {"dataset_splitter": self.dataset_splitter, "right_splitter": self.right_splitter}

@@ -31,6 +31,8 @@ def build(window) -> None:
     edit.addSeparator()
     window.forget_drop_action = edit.addAction("Ask again where dropped images go", lambda: QSettings().remove("dataset/drop_choice"))
     help_ = window.menuBar().addMenu("&Help")
+    window.guide_action = help_.addAction("&User guide", window.show_guide)
+    window.guide_action.setShortcut("F1")
     help_.addAction("About LoRA Studio", window.show_about)
 
 

@@ -117,7 +117,7 @@ class TrainPage(QWidget):
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.splitter.restoreState(state)
         else:
-            self.splitter.setSizes([340, 940])
+            self.splitter.setSizes([420, 860])
         return True
 
     def save_state(self) -> None:

@@ -134,6 +134,27 @@ def test_summaries_say_how_each_run_ended(tmp_path):
     assert (second.status, second.step, second.checkpoint_steps, second.resumable) == ("interrupted", 10, (), False)
 
 
+def test_runs_that_failed_before_their_first_step_leave_the_history_but_the_newest_stays(tmp_path):
+    runs_dir = tmp_path / "runs"
+    names = ("20260101-100000", "20260102-100000", "20260103-100000", "20260104-100000")
+    trained, failed_early, failed_later, newest = (RunDir(runs_dir / n) for n in names)
+    for run in (trained, failed_early, failed_later, newest):
+        run.path.mkdir(parents=True)
+        run.config.write_text("schema_version = 1\n")
+    never = (ev.Status("loading", "Loading the base model"), ev.Error("model_unreadable", "The base model cannot be read."),
+             ev.Finished("failed"))
+    _log(trained, ev.Started(str(trained.path), 40, "sd1", time=1.0), ev.Progress(40, 40, 3, 0.05, 1e-4, 2.0, 0.0),
+         ev.Finished("completed", 40))
+    _log(failed_early, *never)
+    _log(failed_later, ev.Started(str(failed_later.path), 40, "sd1", time=3.0), ev.Progress(5, 40, 1, 0.2, 1e-4, 2.0, 9.0),
+         ev.Error("nan_loss", "The loss became NaN."), ev.Finished("failed", 5))
+    _log(newest, *never)
+    listed = [r.run_id for r in summaries(runs_dir)]
+    # The newest is what the artist is reading now; the older one that never trained would only clutter.
+    assert listed == ["20260104-100000", "20260103-100000", "20260101-100000"]
+    assert failed_early.path.is_dir()  # left out of the list, not deleted
+
+
 def test_a_long_runs_summary_reads_only_the_two_ends(tmp_path):
     run = RunDir(tmp_path / "run")
     run.path.mkdir()

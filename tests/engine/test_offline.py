@@ -34,5 +34,6 @@ def test_a_training_run_never_touches_the_network(tiny_model_dir, tmp_path):
     done = subprocess.run([sys.executable, "-m", "lora_studio", "train", str(write_config(cfg, tmp_path / "run.toml"))],
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "%|" not in done.stderr, done.stderr  # no library progress bars in the app's Log
     assert '"verified": true' in done.stdout
     assert not log.exists(), log.read_text()

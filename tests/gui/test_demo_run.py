@@ -1,7 +1,7 @@
 """The real engine behind the real panel: the demo project trained, stopped, resumed and exported.
 
-The demo project (images + tiny model) is made by a child process, so this test process — like the
-window — never imports torch.
+The demo project (geopop pictures + a copy of the world model) is made by `lora-studio demo --no-gui`, as
+an artist's first command makes it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from lora_studio.gui.run.panel import RunPanel
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Project:
     root = tmp_path_factory.mktemp("demo") / "Demo"
-    subprocess.run([sys.executable, "-m", "lora_studio.engine.demo", str(root)], check=True, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "lora_studio", "demo", str(root), "--no-gui"], check=True, capture_output=True,
+                   timeout=300)
     return Project(root)
 
 

@@ -47,6 +47,9 @@ def test_the_recommended_checkpoint_is_preselected_with_its_sentence(qtbot, fini
     assert dialog.selected_step() == 20 and dialog.output_path() == lora_dir / "my_style-step000020.safetensors"
     assert dialog.recommendation_label.isVisible()
     assert dialog.recommendation_label.text() == f"★ Recommended — {sentence(20)}"
+    label = dialog.recommendation_label  # wrapped, and every line of it in sight
+    qtbot.waitUntil(lambda: label.width() > 0)
+    assert label.height() >= label.heightForWidth(label.width()) > label.fontMetrics().height()
 
     picked = ExportDialog(finished_run, lora_dirs=[lora_dir], step=40)  # the comparison grid's pick wins
     qtbot.addWidget(picked)

@@ -102,6 +102,20 @@ def test_quit_without_saving_is_the_explicit_choice_and_the_run_then_says_start_
     assert again.run_history.runs()[0].status_text() == "Interrupted (no checkpoint)"
 
 
+def test_the_runs_table_shows_every_column_at_the_default_size(qtbot, window, project):
+    replay_run(make_run_dir(project.runs_dir, "20260101-120000"))
+    w = window(project, "--delay", "0")
+    w.resize(1280, 800)  # the window's first size
+    qtbot.waitUntil(lambda: w.run_history.view.viewport().width() > 0)
+    view, model = w.run_history.view, w.run_history.model
+    visible = view.viewport().width()
+    for col, name in enumerate(model.COLUMNS):
+        left = view.columnViewportPosition(col)
+        assert 0 <= left and left + min(view.columnWidth(col), 40) <= visible, f"{name} is out of sight"
+    assert model.data(model.index(0, model.COLUMNS.index("Step"))) == "40 / 40"
+    assert model.data(model.index(0, model.COLUMNS.index("Exported"))) == "my_style.safetensors"
+
+
 def test_switching_projects_shows_only_the_new_projects_runs(qtbot, window, tmp_path):
     a = make_project(tmp_path / "A", 2, base_model=str(tmp_path / "model.safetensors"))
     b = make_project(tmp_path / "B", 2, base_model=str(tmp_path / "model.safetensors"))

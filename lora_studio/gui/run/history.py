@@ -16,7 +16,9 @@ from lora_studio.core.runs import RunDir, RunSummary, summaries
 
 
 class RunListModel(QAbstractTableModel):
-    COLUMNS = ("Run", "Started", "Status", "Step", "Loss", "Recommended", "Exported")
+    # No column for the run's folder name: it is the time it started, which "Started" says more briefly (the
+    # tooltip names the folder), so Step, Loss and Exported fit beside it at the tab's default width.
+    COLUMNS = ("Started", "Status", "Step", "Loss", "Recommended", "Exported")
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -58,6 +60,8 @@ class RunListModel(QAbstractTableModel):
                 return run.error
             if col == "Exported" and run.exported:
                 return run.exported
+            if col == "Started" and run.started_at:
+                return f"{dt.datetime.fromtimestamp(run.started_at):%Y-%m-%d %H:%M} · {run.run_dir}"
             return str(run.run_dir)
         if role == Qt.ItemDataRole.TextAlignmentRole and col in ("Step", "Loss"):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -75,10 +79,8 @@ class RunListModel(QAbstractTableModel):
 
     @staticmethod
     def _text(run: RunSummary, col: str) -> str:
-        if col == "Run":
-            return run.run_id
         if col == "Started":
-            return dt.datetime.fromtimestamp(run.started_at).strftime("%Y-%m-%d %H:%M") if run.started_at else ""
+            return dt.datetime.fromtimestamp(run.started_at).strftime("%d %b %H:%M") if run.started_at else run.run_id
         if col == "Status":
             return run.status_text()
         if col == "Step":
@@ -102,6 +104,7 @@ class RunHistory(QWidget):
         self.view.setAlternatingRowColors(True)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.view.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # a long export name keeps both ends
         self.view.selectionModel().currentRowChanged.connect(self._on_current_changed)
         self._empty = QLabel("No runs yet. Runs appear here once you start training.", self)
         self._empty.setEnabled(False)

@@ -31,6 +31,7 @@ class LossChart(QWidget):
         self._losses: list[float] = []
         self._smoothed: list[float] = []
         self._redraw_timer = QTimer(self, singleShot=True, interval=REDRAW_MS, timeout=self._redraw)
+        self._empty: bool | None = None  # showing the placeholder on bare axes (None: not drawn yet)
 
         self._readout = QLabel(self)
         self._plot = pg.PlotWidget(self)
@@ -46,11 +47,19 @@ class LossChart(QWidget):
         self._validation_item = item.plot([], [], pen=pg.mkPen(QColor(240, 150, 40), width=2), symbol="s",
                                           symbolSize=6, symbolPen=None, symbolBrush=QColor(240, 150, 40))
 
+        # With no points pyqtgraph would show a -0.5..0.5 range of made-up numbers; an empty chart says what
+        # it will show instead, on bare axes.
+        self._placeholder = pg.TextItem("The loss appears here once training starts.",
+                                        color=self.palette().color(QPalette.ColorRole.PlaceholderText), anchor=(0.5, 0.5))
+        self._placeholder.setPos(0.5, 0.5)
+        item.addItem(self._placeholder, ignoreBounds=True)
+
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self._readout)
         layout.addWidget(self._plot, 1)
         self._update_readout()
+        self._show_empty(True)
 
     def _style_plot(self) -> None:
         # Match the app's palette instead of pyqtgraph's black oscilloscope look.
@@ -103,6 +112,7 @@ class LossChart(QWidget):
         self._validation = points
         self._validation_item.setData(np.asarray([s for s, _ in points], dtype=float),
                                       np.asarray([v for _, v in points], dtype=float))
+        self._show_empty(not self._steps and not points)
         self._update_readout()
 
     def validation(self) -> list[tuple[int, float]]:
@@ -120,6 +130,10 @@ class LossChart(QWidget):
 
     def smoothed(self) -> list[float]:
         return list(self._smoothed)
+
+    def is_empty_view(self) -> bool:
+        """The chart shows its placeholder on bare axes (no numbers) rather than a plot."""
+        return bool(self._empty)
 
     # --- internals ----------------------------------------------------------------------------------
 
@@ -142,7 +156,22 @@ class LossChart(QWidget):
         x = np.asarray(self._steps, dtype=float)
         self._raw_item.setData(x, np.asarray(self._losses, dtype=float))
         self._smooth_item.setData(x, np.asarray(self._smoothed, dtype=float))
+        self._show_empty(not self._steps and not self._validation)
         self._update_readout()
+
+    def _show_empty(self, empty: bool) -> None:
+        if empty == self._empty:
+            return  # only a change re-ranges: the artist's zoom stays while points arrive
+        self._empty = empty
+        item = self._plot.getPlotItem()
+        self._placeholder.setVisible(empty)  # (also what is_empty_view reads)
+        for name in ("left", "bottom"):
+            item.getAxis(name).setStyle(showValues=not empty)
+        if empty:
+            item.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
+        else:
+            item.enableAutoRange()
+            item.getViewBox().updateAutoRange()  # now, not at the next paint: the points are clipped to the view
 
     def _update_readout(self) -> None:
         if not self._steps:

@@ -340,8 +340,8 @@ class RunPanel(QWidget):
                 self.gallery.add_sample(sample)
 
     def _show_problems(self, force: bool) -> None:
-        """The banner says the run's error, else its latest warning. It changes only when they do, so the
-        artist's ✕ and the panel's own messages stay as they are in between."""
+        """The banner says the run's error, else its latest warning with the earlier ones listed under it.
+        It changes only when they do, so the artist's ✕ and the panel's own messages stay as they are."""
         state = self.run.state
         warnings = [w for w in state.warnings if w.code != "nothing_to_resume"]  # the app only resumes runs
         shows = (state.error, len(warnings))                                       # that have a checkpoint
@@ -355,9 +355,9 @@ class RunPanel(QWidget):
                 # A run that failed before its first checkpoint has nothing to resume: it starts again from 0.
                 label = "Apply and resume" if state.checkpoints else "Apply and try again"
                 action = (label, lambda fix=e.fix: self.apply_fix(fix))
-            self.banner.show_message("error", e.message, e.hint, action=action)
+            self.banner.show_message("error", e.message, e.hint, action=action, earlier=[w.message for w in warnings])
         elif warnings:
-            self.banner.show_message("warning", warnings[-1].message)
+            self.banner.show_message("warning", warnings[-1].message, earlier=[w.message for w in warnings[:-1]])
         else:
             self.banner.dismiss()
 

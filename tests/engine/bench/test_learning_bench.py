@@ -9,7 +9,7 @@ import json
 import pytest
 
 from lora_studio.core import world
-from lora_studio.engine import demo
+from lora_studio.core import demo
 from lora_studio.engine.bench import learning
 
 STEPS = 2

@@ -18,7 +18,7 @@ from PIL import Image
 from lora_studio.core import config as config_mod
 from lora_studio.core import events as ev
 from lora_studio.core import world
-from lora_studio.engine import demo
+from lora_studio.core import demo
 from lora_studio.engine.evaluate import rank, style
 from lora_studio.engine.training.loop import train
 

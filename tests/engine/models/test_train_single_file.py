@@ -28,6 +28,7 @@ def test_single_file_checkpoint_trains_and_exports_a_loadable_lora(kind, dataset
     done = subprocess.run([sys.executable, "-m", "lora_studio", "train", str(write_config(cfg, tmp_path / "run.toml"))],
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "%|" not in done.stderr, done.stderr  # no library progress bars in the app's Log
     events = [ev.from_json(line) for line in done.stdout.splitlines()]
     started = next(e for e in events if isinstance(e, ev.Started))
     assert started.model_kind == kind

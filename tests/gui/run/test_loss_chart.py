@@ -28,3 +28,14 @@ def test_the_run_state_feeds_the_chart_the_validation_events():
     for e in (ev.Validation(0, 0.2, 4), ev.Validation(50, 0.15, 4)):
         state.apply(e)
     assert state.validation == [(0, 0.2), (50, 0.15)]
+
+
+def test_an_empty_chart_says_what_it_will_show_instead_of_made_up_numbers(qtbot):
+    chart = LossChart()
+    qtbot.addWidget(chart)
+    left = chart._plot.getPlotItem().getAxis("left")
+    assert chart.is_empty_view() and chart._placeholder.isVisible() and not left.style["showValues"]
+    chart.set_points([(1, 0.3), (2, 0.25)])
+    assert not chart.is_empty_view() and not chart._placeholder.isVisible() and left.style["showValues"]
+    chart.clear()
+    assert chart.is_empty_view() and not left.style["showValues"]

@@ -136,6 +136,24 @@ def test_out_of_memory_before_any_checkpoint_tries_the_same_run_again(qtbot, pan
     assert "nothing_to_resume" in [e.code for e in logged]  # the engine said it; the panel knew and stayed quiet
     assert not panel.banner.isVisible(), panel.banner.message_label.text()
 
+def test_every_warning_of_a_run_stays_in_sight(qtbot, panel, tmp_path):
+    lines = RUN_SHORT.read_text().splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if '"warning"' in line) + 1
+    skipped = [f'{{"v": 1, "type": "warning", "time": 1767261615.0, "message": "Skipped broken file cat_{n}.png: '
+               f'it is not an image.", "code": "skipped_image"}}\n' for n in (1, 2)]
+    replay = tmp_path / "three_warnings.jsonl"
+    replay.write_text("".join(lines[:at] + skipped + lines[at:]))
+    panel.set_engine_command(*fake_engine_command("--replay", str(replay)))
+    with qtbot.waitSignal(panel.run_finished, timeout=20_000):
+        panel.start()
+    banner = panel.banner
+    assert banner.kind == "warning" and "cat_2.png" in banner.message_label.text()  # the newest on top
+    assert banner.earlier_count() == 2 and banner.earlier_label.isVisible()
+    earlier = banner.earlier_label.text()
+    assert "cat_1.png" in earlier and "smaller than 512 px" in earlier
+    assert earlier.index("cat_1.png") < earlier.index("smaller than 512 px")  # newest first
+
+
 def test_reopening_a_run_that_ran_out_of_memory_still_offers_the_fix(qtbot, panel, runs_dir):
     run_dir = replay_run(make_run_dir(runs_dir, "oom"), "--replay", str(RUN_OOM))
     panel.show_run(run_dir)
