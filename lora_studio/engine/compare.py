@@ -131,6 +131,28 @@ def _new_dir(root: Path) -> Path:
     raise UserError(f"Cannot create a new folder in {root}.", code="no_output_dir")
 
 
+def _verified(chosen, *, explicit: bool, sink: StreamSink):
+    """({step: LoRA weights}, the first one's state) of the chosen checkpoints that verify (checkpoint.load:
+    their manifest, readable tensors, finite values). A damaged one asked for by --steps stops the grid; one
+    that is merely in the run is left out with a warning naming it, as resume and export fall back."""
+    from lora_studio.engine.training import checkpoint
+
+    weights, states = {}, {}
+    for step, ckpt in chosen:
+        try:
+            saved = checkpoint.load(ckpt.path, weights_only=True)
+        except checkpoint.DamagedCheckpoint as e:
+            if explicit:
+                raise
+            sink.emit(ev.Warning(f"{e.message[:-1]}, so it is left out of the grid.", code="damaged_checkpoint"))
+            continue
+        weights[step], states[step] = saved.lora, saved.state
+    if not weights:
+        raise checkpoint.NoIntactCheckpoint("Every checkpoint of the run is damaged, so there is nothing to compare.",
+                                            hint="Start a new run; the damaged checkpoints are left as they are.")
+    return weights, states[next(iter(states))]
+
+
 def _set_strength(modules, strength: float) -> None:
     from peft.tuners.lora import LoraLayer
 
@@ -161,17 +183,19 @@ def _load_base(cfg):
 
 def _render(run_dir: Path, sink: StreamSink, commands: StdinCommands, *, rank=False, **options) -> str:
     import torch
-    from safetensors import safe_open
-    from safetensors.torch import load_file
 
     from lora_studio.engine.training import lora, sampling
 
     cfg, chosen, cells, settings = plan(run_dir, rank=rank, **options)
+    weights, state = _verified(chosen, explicit=bool(options.get("steps")), sink=sink)
+    if len(weights) < len(chosen):
+        cells = [c for c in cells if not c.step or c.step in weights]
+        chosen = [(s, c) for s, c in chosen if s in weights]
+        settings["steps"] = [s for s, _ in chosen]
     if "stop" in commands.poll():
         return "stopped"  # before the model loads (seconds to minutes) and before any folder is made
     out_dir = _new_dir(RunDir(run_dir).compare_dir)
     sink.attach_run_dir(out_dir)  # the grid keeps its own log; the run's own stays the training's
-    state = json.loads(chosen[0][1].state.read_text(encoding="utf-8"))
     settings.update(model_kind=state.get("model_kind", ""), rank=state["rank"], alpha=state["alpha"])
     grid = {"version": 1, "run_dir": str(run_dir), "status": "running", "settings": settings, "cells": []}
     sink.emit(ev.Status("loading", "Loading the base model"))
@@ -180,8 +204,7 @@ def _render(run_dir: Path, sink: StreamSink, commands: StdinCommands, *, rank=Fa
     # Injected after the move, as the trainer does, so the adapter stays fp32 on a bf16 base.
     net = lora.lora_config(state["rank"], state["alpha"], lora.unet_targets(cfg.network.targets))
     lora.add_lora(unet, net)
-    with safe_open(chosen[0][1].lora, "pt") as f:
-        has_te = any(k.split(".", 1)[0] in lora.TE_PARTS for k in f.keys())
+    has_te = any(k.split(".", 1)[0] in lora.TE_PARTS for k in weights[chosen[0][0]])
     if has_te:
         for te in tes:
             lora.add_lora(te, lora.lora_config(state["rank"], state["alpha"], lora.TEXT_ENCODER))
@@ -197,7 +220,7 @@ def _render(run_dir: Path, sink: StreamSink, commands: StdinCommands, *, rank=Fa
                 status = "stopped"
                 break
             if cell.step and cell.step != loaded:
-                lora.load_lora_state(load_file(dict(chosen)[cell.step].lora), unet, tes if has_te else None)
+                lora.load_lora_state(weights[cell.step], unet, tes if has_te else None)
                 loaded = cell.step
             _set_strength([unet, *tes], cell.strength)
             sink.emit(ev.Status("sampling", f"Rendering cell {n} of {len(cells)}"))

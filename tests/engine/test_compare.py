@@ -138,6 +138,27 @@ def test_an_unknown_step_is_an_error_event(run_dir):
     assert events[1].status == "failed"
 
 
+def test_a_damaged_checkpoint_is_left_out_of_the_grid_with_a_warning_or_refused_when_asked_for(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("compare"))
+    lora_file = copy / "checkpoints" / "step_000004" / "lora.safetensors"
+    lora_file.write_bytes(lora_file.read_bytes()[:100])  # truncated, as a full disk leaves it
+    proc = compare(copy, "--strengths", "1.0", "--sampling-steps", "2", "--no-trigger-variants")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    events = events_of(out)
+    [warning] = [e for e in events if isinstance(e, ev.Warning)]
+    assert warning.code == "damaged_checkpoint" and "step 4" in warning.message and "left out of the grid" in warning.message
+    assert {e.step for e in events if isinstance(e, ev.CompareCell)} == {0, 2}
+    assert events[-1].status == "completed"
+
+    proc = compare(copy, "--steps", "4", "--sampling-steps", "2")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    error = next(e for e in events_of(out) if isinstance(e, ev.Error))
+    assert error.code == "damaged_checkpoint" and "step 4" in error.message and "This is a bug" not in error.message
+
+
 def test_stop_on_stdin_ends_between_cells(run_dir):
     # More denoising steps make each cell slow enough that the stop lands mid-grid.
     proc = compare(run_dir, "--sampling-steps", "12", stdin=subprocess.PIPE)
