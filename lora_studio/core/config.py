@@ -26,6 +26,7 @@ import tomli_w
 
 from lora_studio.core.atomic import atomic_write_text
 from lora_studio.core.errors import ConfigError, Problem
+from lora_studio.core import optimizers
 from lora_studio.core.model_kinds import KINDS
 
 SCHEMA_VERSION = 1
@@ -33,11 +34,13 @@ SCHEMA_VERSION = 1
 
 def setting(default: Any = dataclasses.MISSING, label: str = "", help: str = "", *, min: float | None = None,
             max: float | None = None, choices: tuple[str, ...] | None = None, out_of_range: str = "",
-            factory: Any = None) -> Any:
+            factory: Any = None, choice_help: dict[str, str] | None = None) -> Any:
     """A schema field that carries what the app shows and checks: its label, a line of help, the range an
     artist can mistype (min, max; `out_of_range` replaces the plain "must be between" sentence) and the
-    fixed choices. `key_info(key)` reads it back; validation and the Settings tab both use it."""
-    meta = {"label": label, "help": help, "min": min, "max": max, "choices": choices, "out_of_range": out_of_range}
+    fixed choices (with a line of help for each, `choice_help`, where the choices need saying).
+    `key_info(key)` reads it back; validation and the Settings tab both use it."""
+    meta = {"label": label, "help": help, "min": min, "max": max, "choices": choices, "out_of_range": out_of_range,
+            "choice_help": dict(choice_help or {})}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -100,11 +103,32 @@ class TrainConfig:
     batch_size: int = setting(1, "Batch size", "Images per step. Larger is smoother but needs more memory.", min=1, max=1024)
     gradient_accumulation: int = setting(1, "Gradient accumulation", "Add up this many batches per step: a bigger batch without the memory.",
                                          min=1, max=1024)
-    learning_rate: float = setting(1e-4, "Learning rate", "1e-4 is the usual start; lower it if samples burn or change too fast.",
-                                   min=1e-10, max=1.0)
-    lr_scheduler: str = setting("constant", "Schedule", "How the learning rate changes over the run.", choices=("constant", "cosine", "linear"))
-    warmup_steps: int = setting(0, "Warm-up steps", "Steps over which the learning rate ramps up from 0.", min=0, max=10_000_000)
-    optimizer: str = setting("adamw", "Optimizer", "adamw8bit saves memory (needs bitsandbytes).", choices=("adamw", "adamw8bit"))
+    learning_rate: float = setting(1e-4, "Learning rate", "1e-4 is the usual start; lower it if samples burn or change too fast. "
+                                   "Prodigy finds the learning rate itself — leave it at 1.", min=1e-10, max=1.0)
+    # Schedules are diffusers.optimization.get_scheduler's; "constant" ignores the warm-up (as it always did
+    # here), "constant_with_warmup" is constant after it.
+    lr_scheduler: str = setting("constant", "Schedule", "How the learning rate changes over the run.",
+                                choices=("constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "linear", "polynomial"),
+                                choice_help={
+                                    "constant": "The same learning rate throughout (no warm-up).",
+                                    "constant_with_warmup": "Ramps up over the warm-up steps, then stays the same.",
+                                    "cosine": "Falls smoothly to 0 by the last step, after the warm-up.",
+                                    "cosine_with_restarts": "Falls to 0 and jumps back up, as many times as the restarts say.",
+                                    "linear": "Falls in a straight line to 0 by the last step, after the warm-up.",
+                                    "polynomial": "Falls to 0 along a curve: power 1 is linear, above 1 it falls faster at first.",
+                                })
+    lr_cycles: int = setting(1, "Restarts", "How many times the cosine schedule falls to 0 and starts again.", min=1, max=1000)
+    lr_power: float = setting(1.0, "Schedule power", "The polynomial schedule's curve: 1 is a straight line, 2 falls faster at first.",
+                              min=0.01, max=100.0)
+    warmup_steps: int = setting(0, "Warm-up steps", "Steps over which the learning rate ramps up from 0 (not with the "
+                                "constant schedule: choose constant_with_warmup).", min=0, max=10_000_000)
+    optimizer: str = setting("adamw", "Optimizer", "adamw is the usual choice; the others save memory or find the learning rate themselves.",
+                             choices=optimizers.NAMES, choice_help=optimizers.CHOICE_HELP)
+    # Extra keyword arguments for the chosen optimizer (a TOML table, [train.optimizer_args]), checked against
+    # what it takes (core/optimizers.OPTIMIZERS) when the config is loaded.
+    optimizer_args: dict[str, Any] = setting(label="Optimizer arguments", help="Extra settings for the chosen optimizer, "
+                                             "e.g. d_coef = 0.8 or betas = [0.9, 0.99], in the [train.optimizer_args] table.",
+                                             factory=dict)
     weight_decay: float = setting(1e-2, "Weight decay", "Pulls the LoRA's weights gently towards 0; 0.01 is usual.", min=0.0, max=1.0)
     max_grad_norm: float = setting(1.0, "Gradient clipping", "0 turns it off.", min=0.0, max=1e6)
     resolution: int = setting(512, "Resolution", "512 for SD 1.5, 768 for SD 2 768-v, 1024 for SDXL.", min=64, max=4096)
@@ -207,6 +231,7 @@ class KeyInfo:
     max: float | None
     choices: tuple[str, ...] | None
     out_of_range: str
+    choice_help: dict[str, str] = field(default_factory=dict)  # a line for each choice that needs one
 
 
 def _key_infos() -> dict[str, KeyInfo]:
@@ -220,7 +245,7 @@ def _key_infos() -> dict[str, KeyInfo]:
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
             m = f.metadata
             out[f"{section.name}.{f.name}"] = KeyInfo(f"{section.name}.{f.name}", hints[f.name], default, m["label"], m["help"],
-                                                      m["min"], m["max"], m["choices"], m["out_of_range"])
+                                                      m["min"], m["max"], m["choices"], m["out_of_range"], m["choice_help"])
     return out
 
 
@@ -266,6 +291,11 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
 
 def _coerce(key: str, value: Any, typ: Any, problems: list[Problem]) -> Any:
     origin = get_origin(typ)
+    if origin is dict:  # a table of its own ([train.optimizer_args]); what it holds is checked in validate()
+        if isinstance(value, dict):
+            return dict(value)
+        problems.append(Problem(key, f"must be a table ([{key}] with name = value lines), not {value!r}."))
+        return None
     if origin is list:
         (item_type,) = get_args(typ)
         if not isinstance(value, list):
@@ -335,6 +365,9 @@ def validate(cfg: Config) -> list[Problem]:
         high = math.inf if info.max is None else info.max
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not low <= value <= high:
             problems.append(Problem(key, f"is {value}; " + (info.out_of_range or f"it must be between {low:g} and {high:g}.")))
+    t = cfg.train
+    problems += optimizers.arg_problems(t.optimizer, t.optimizer_args)
+    problems += optimizers.schedule_problems(t.optimizer, t.optimizer_args, t.lr_scheduler)
     smallest = smallest_bucket_side(cfg)
     if smallest > cfg.dataset.max_bucket_side:
         problems.append(Problem("dataset.min_bucket_side", f"is {smallest}, larger than {{dataset.max_bucket_side}} at {cfg.dataset.max_bucket_side}; make it smaller."))

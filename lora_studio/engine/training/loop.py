@@ -20,11 +20,12 @@ from lora_studio.core.buckets import bucket_info
 from lora_studio.core.captions import tag_frequency
 from lora_studio.core.config import Config
 from lora_studio.core.dataset import scan
-from lora_studio.core.errors import UserError
+from lora_studio.core import optimizers as optimizer_spec
+from lora_studio.core.errors import UserError, spell
 from lora_studio.core.runs import RunDir
 from lora_studio.engine.models.load import load_models
 from lora_studio.engine.out_of_memory import out_of_memory_where, release_cached_memory
-from lora_studio.engine.training import checkpoint, lora, sampling, validation
+from lora_studio.engine.training import checkpoint, lora, optimizers, sampling, validation
 from lora_studio.engine.training.cache import DiskCache, default_cache_dir
 from lora_studio.engine.training.data import BatchPlan, Encodings
 from lora_studio.engine.training.step import Trainer, resolve_precision
@@ -135,6 +136,8 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
     if held:
         emit(ev.Status("loading", f"{len(held)} image{'s' if len(held) != 1 else ''} held out for the validation loss"))
     data = dataclasses.replace(data, items=train_items)
+    for warning in optimizer_spec.warnings(cfg):
+        emit(ev.Warning(spell(warning), code="optimizer_settings"))
 
     stop_requested()
     emit(ev.Status("loading", "Loading the base model"))
@@ -182,6 +185,7 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
         trainer.lr_scheduler.load_state_dict(sched)
         checkpoint.restore_rng(rng)
         trainer.micro_step = start_step * cfg.train.gradient_accumulation
+        optimizers.training(trainer.optimizer)  # a schedule-free optimizer's state was saved in eval mode
 
     info = {
         "model_kind": models.kind, "prediction": models.prediction, "base_model": cfg.model.base, "base_name": models.base_name,
@@ -281,6 +285,10 @@ class _Loop:
         self.last_sample = step
         if not self.acc.is_main_process:
             return
+        with optimizers.evaluating(self.trainer.optimizer):  # schedule-free: the averaged weights are the result
+            self._sample(step)
+
+    def _sample(self, step: int) -> None:
         self.emit(ev.Status("sampling", f"Sampling {len(self.cfg.sample.prompts)} prompt(s) at step {step}"))
         t = self.trainer
         moved = self._to_device()
@@ -319,6 +327,12 @@ class _Loop:
             m.to("cpu")
 
     def save(self) -> Path | None:
+        # Schedule-free: a checkpoint holds the averaged weights, what an export or a comparison of it must see
+        # (a resume switches back, optimizers.training).
+        with optimizers.evaluating(self.trainer.optimizer):
+            return self._save()
+
+    def _save(self) -> Path | None:
         path = None
         if self.acc.is_main_process:
             self.emit(ev.Status("saving", f"Saving a checkpoint at step {self.step}"))
@@ -337,11 +351,18 @@ class _Loop:
             return
         self.last_validation = step
         self.emit(ev.Status("sampling", f"Validation loss at step {step}"))
-        loss = round(self.validator.loss(), 6)
+        with optimizers.evaluating(self.trainer.optimizer):
+            loss = round(self.validator.loss(), 6)
         self.validation_losses[step] = loss
         self.emit(ev.Validation(step, loss, self.validator.images))
 
     def finish(self, status: str) -> ev.Finished:
+        # No step is taken after this: a schedule-free optimizer stays on its averaged weights for the final
+        # samples, validation, checkpoint, ranking and export.
+        with optimizers.evaluating(self.trainer.optimizer):
+            return self._finish(status)
+
+    def _finish(self, status: str) -> ev.Finished:
         if status == "completed" and self.last_validation != self.step:
             self.validate(self.step)
         if self.cfg.sample.prompts and status == "completed" and self.last_sample != self.step:

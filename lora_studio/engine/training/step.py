@@ -11,13 +11,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
-from diffusers.optimization import get_scheduler
 
 from lora_studio.core.config import Config
 from lora_studio.core.errors import UserError
 from lora_studio.engine.models.load import Models
 from lora_studio.engine.out_of_memory import out_of_memory_where, release_cached_memory
-from lora_studio.engine.training import conditioning, lora
+from lora_studio.engine.training import conditioning, lora, optimizers
 from lora_studio.engine.training.fp8 import store_in_fp8
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -94,9 +93,8 @@ class Trainer:
         self.optimizer = self._optimizer(groups)
         # Stepped by us once per optimizer step (not through accelerate, which would step it once per
         # process), so schedules read the same on one GPU or several.
-        self.lr_scheduler = get_scheduler(
-            cfg.train.lr_scheduler, self.optimizer, num_warmup_steps=cfg.train.warmup_steps, num_training_steps=cfg.train.max_steps
-        )
+        self.lr_scheduler = optimizers.schedule(cfg, self.optimizer)
+        optimizers.training(self.optimizer)  # schedule-free: steps are taken in train mode
         prepared = self.accelerator.prepare(unet, *(tes if self.train_te else []), self.optimizer)
         self.unet, self.optimizer = prepared[0], prepared[-1]
         self.text_encoders = list(prepared[1:-1]) if self.train_te else tes
@@ -130,19 +128,7 @@ class Trainer:
             _to(module, self.device, self.weight_dtype)
 
     def _optimizer(self, groups) -> torch.optim.Optimizer:
-        t = self.cfg.train
-        if t.optimizer == "adamw8bit":
-            try:
-                import bitsandbytes as bnb
-            except ImportError:
-                raise UserError(
-                    "train.optimizer is \"adamw8bit\" but bitsandbytes is not installed.",
-                    hint="Install it with pip install \"lora-studio[bnb]\" (needs an NVIDIA GPU), or set train.optimizer = \"adamw\".",
-                    code="missing_bitsandbytes",
-                ) from None
-            return bnb.optim.AdamW8bit(groups, weight_decay=t.weight_decay)
-        # Fused AdamW: one kernel for all parameters on CUDA.
-        return torch.optim.AdamW(groups, weight_decay=t.weight_decay, fused=self.device.type == "cuda")
+        return optimizers.build(self.cfg, groups, self.device)
 
     @property
     def lora_modules(self) -> tuple[torch.nn.Module, list[torch.nn.Module]]:
@@ -274,4 +260,4 @@ class Trainer:
 
     @property
     def lr(self) -> float:
-        return self.lr_scheduler.get_last_lr()[0]
+        return optimizers.reported_lr(self.optimizer, self.lr_scheduler)

@@ -49,8 +49,27 @@ def test_a_run_emits_the_protocol_and_exports(tiny_model_dir, dataset, tmp_path)
     assert sink.events[-1] == finished
 
 
-def test_stop_then_resume_equals_a_straight_run(tiny_model_dir, dataset, tmp_path):
-    base = dict(train={"max_steps": 10, "checkpoint_every": 4, "lr_scheduler": "cosine", "warmup_steps": 2})
+def _has_bitsandbytes() -> bool:
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception:  # noqa: BLE001 - a CPU-only install fails in its own ways (ImportError, RuntimeError)
+        return False
+    return torch.cuda.is_available()
+
+
+NEEDS_BNB = pytest.mark.skipif(not _has_bitsandbytes(), reason="bitsandbytes' 8-bit optimizers need bitsandbytes and CUDA")
+
+
+@pytest.mark.parametrize("optimizer", [
+    "adamw", "prodigy", "adafactor", "lion", "came", "adamw_schedulefree",
+    pytest.param("adamw8bit", marks=NEEDS_BNB), pytest.param("lion8bit", marks=NEEDS_BNB),
+])
+def test_stop_then_resume_equals_a_straight_run(tiny_model_dir, dataset, tmp_path, optimizer):
+    # Schedule-free has no schedule (its warm-up is its own); Prodigy's learning rate is a multiplier of the one it finds.
+    schedule = "constant" if optimizer == "adamw_schedulefree" else "cosine"
+    lr = 1.0 if optimizer == "prodigy" else 1e-3
+    base = dict(train={"max_steps": 10, "checkpoint_every": 4, "lr_scheduler": schedule, "warmup_steps": 2,
+                       "optimizer": optimizer, "learning_rate": lr})
     straight = tiny_config(tiny_model_dir, dataset, tmp_path / "straight", **base)
     run(straight)
     split = tiny_config(tiny_model_dir, dataset, tmp_path / "split", **base)
