@@ -10,8 +10,10 @@ The model (docs/performance.md, "The fit estimate", has the derivation):
   storage dtype; fp8 stores Linear/Conv weights in one byte (99.9 % of the UNet), the rest in the compute dtype. The VAE
   (fp32) stays on the GPU only when latents are not cached, the text encoders when their outputs are not
   cached or they train.
-- LoRA & optimizer: LoRA parameters (exact per rank and target set) × 16 bytes (fp32 weight, gradient, two
-  AdamW moments; 10 with 8-bit AdamW).
+- LoRA & optimizer: LoRA parameters (exact per rank and target set) × (8 bytes of fp32 weight and gradient +
+  the optimizer's state per parameter, core/optimizers.state_bytes): 16 with AdamW (two moments), 10 with
+  8-bit AdamW, 24 with Prodigy, ≈ 8 + 4/rank with Adafactor (factored), 12 with Lion, 9 with 8-bit Lion,
+  16 with schedule-free AdamW, ≈ 12 + 8/rank with CAME.
 - activations: what the forward pass keeps for backward, per sample, linear in the latent area
   ((resolution / 8)²), with and without gradient checkpointing. Calibrated by simulating our training step on
   the full-size UNets under FakeTensorMode with CUDA's autocast policy
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lora_studio.core import optimizers
 from lora_studio.core.model_kinds import KINDS
 
 GB = 1_000_000_000
@@ -166,7 +169,8 @@ def estimate_peak_bytes(
     lora = a.lora_per_rank.get(targets, a.lora_per_rank["attention"]) * rank
     if train_text_encoder:
         lora += a.te_lora_per_rank * rank
-    per_param = 10 if optimizer == "adamw8bit" else 16
+    # fp32 weight + fp32 gradient, and what the optimizer keeps per parameter (each optimizer's is cited there).
+    per_param = 4 + 4 + optimizers.state_bytes(optimizer, rank)
     lora_opt = lora * per_param
 
     # Activations.

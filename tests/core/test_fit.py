@@ -2,7 +2,7 @@
 
 import pytest
 
-from lora_studio.core import fit
+from lora_studio.core import fit, optimizers
 
 GB = 1_000_000_000
 BASE = dict(gradient_checkpointing=False, base_weights="bf16", train_text_encoder=False, cache_latents=True,
@@ -85,6 +85,22 @@ def test_weights_follow_the_parameter_counts():
     assert uncached.parts["weights"] - sdxl.parts["weights"] == (123_060_480 + 694_659_840) * 2
     # rank 16 on SD1.5's attention: 3.19 M LoRA parameters, 16 bytes each with AdamW.
     assert est("sd1").parts["lora+optimizer"] == 199_296 * 16 * 16
+
+
+def test_each_optimizer_counts_its_own_state():
+    # rank 16 on SD1.5's attention (3.19 M LoRA parameters): fp32 weight and gradient (8 bytes) + the state.
+    lora = 199_296 * 16
+    per_param = {"adamw": 16, "adamw8bit": 10, "prodigy": 24, "adafactor": 8.25, "lion": 12, "lion8bit": 9,
+                 "adamw_schedulefree": 16, "came": 12.5}
+    assert set(per_param) == set(optimizers.NAMES)
+    for name, bytes_each in per_param.items():
+        assert est("sd1", optimizer=name).parts["lora+optimizer"] == int(lora * bytes_each), name
+    # Cheaper state, smaller total, nothing else changed.
+    totals = {name: est("sdxl", 1024, optimizer=name).total_bytes for name in per_param}
+    assert totals["adafactor"] < totals["lion8bit"] < totals["adamw8bit"] < totals["lion"] < totals["adamw"] < totals["prodigy"]
+    assert totals["adamw_schedulefree"] == totals["adamw"]
+    # Factored moments shrink with the rank: a rank-1 LoRA's are as big as its weights.
+    assert est("sd1", rank=1, optimizer="adafactor").parts["lora+optimizer"] == 199_296 * 12
 
 
 def test_auto_precision_resolves_like_the_trainer():

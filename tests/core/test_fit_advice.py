@@ -79,6 +79,15 @@ def test_dry_run_report_names_the_estimate_and_the_fixes():
     assert "fits (" in fit_advice.dry_run_report(_cfg(kind="sd1", resolution=512), 24 * GB)
 
 
+def test_dry_run_report_counts_the_optimizers_state():
+    def part(optimizer):
+        text = fit_advice.dry_run_report(_cfg(kind="sdxl", resolution=1024, optimizer=optimizer), 24 * GB)
+        return text.split("lora+optimizer ")[1].split(",")[0]
+
+    # SDXL attention at rank 16: 23.2 M LoRA parameters × 16 / 24 / 8.25 bytes.
+    assert [part(o) for o in ("adamw", "prodigy", "adafactor")] == ["0.4 GB", "0.6 GB", "0.2 GB"]
+
+
 def test_the_settings_tab_line_gives_the_verdict_and_the_nearest_fix():
     cfg = _cfg(kind="sdxl", resolution=1024, batch_size=2, gradient_checkpointing=False, base_weights="bf16", mixed_precision="bf16")
     summary = fit_advice.memory_summary(cfg, 8 * GB, "NVIDIA GeForce RTX 3070")
