@@ -33,6 +33,8 @@ def widget_for(key: str, value: Any) -> QWidget:
         combo = QComboBox()
         for choice in info.choices:
             combo.addItem(choice, choice)
+            if choice in info.choice_help:
+                combo.setItemData(combo.count() - 1, info.choice_help[choice], Qt.ItemDataRole.ToolTipRole)
         widget: QWidget = combo
     elif isinstance(value, bool):
         widget = QCheckBox()
@@ -68,7 +70,22 @@ def key_spin(key: str, *, step: int = 1) -> QSpinBox:
     return box
 
 
-def field_row(widget: QWidget, problem: QLabel) -> QWidget:
+class ChoiceHelp(QLabel):
+    """The help line of the chosen value, under a combo whose choices each have one (the optimizers)."""
+
+    def __init__(self, store: ConfigStore, key: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("muted")
+        self.setWordWrap(True)
+        self._store, self._key, self._help = store, key, key_info(key).choice_help
+        store.changed.connect(lambda changed: self._refresh() if changed in ("", key) else None)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self.setText(self._help.get(self._store.get(self._key), ""))
+
+
+def field_row(widget: QWidget, problem: QLabel, *below: QWidget) -> QWidget:
     holder = QWidget()
     layout = QVBoxLayout(holder)
     layout.setContentsMargins(0, 0, 0, 0)
@@ -78,6 +95,8 @@ def field_row(widget: QWidget, problem: QLabel) -> QWidget:
     if not isinstance(widget, (QLineEdit, QPlainTextEdit)):
         row.addStretch(1)
     layout.addLayout(row)
+    for w in below:
+        layout.addWidget(w)
     layout.addWidget(problem)
     return holder
 

@@ -24,9 +24,9 @@ from lora_studio.core.model_finder import describe_model, find_base_models
 from lora_studio.core.presets import apply_preset, get_preset, list_presets, matching_preset, preset_keys
 from lora_studio.gui import dialog_dirs
 from lora_studio.gui.device_probe import DeviceProbe
-from lora_studio.gui.settings.fields import ProblemLabel, SciSpinBox, field_row, key_spin, reserve_lines, spin, stacked, widget_for
+from lora_studio.gui.settings.fields import ChoiceHelp, ProblemLabel, SciSpinBox, field_row, key_spin, reserve_lines, spin, stacked, widget_for
 from lora_studio.gui.settings.memory_line import MemoryLine
-from lora_studio.gui.settings.places import ADVANCED, say
+from lora_studio.gui.settings.places import ADVANCED, APPLIES, APPLIES_ON, say
 from lora_studio.gui.store import ConfigStore, bind
 from lora_studio.gui.tasks import run_in_background
 
@@ -69,6 +69,7 @@ class SettingsPanel(QWidget):
         self.advanced.layout().setContentsMargins(0, 0, 0, 0)
         self.advanced.hide()
         self.advanced_widgets: dict[str, QWidget] = {}
+        self._conditional_rows: dict[str, tuple[QFormLayout, QWidget]] = {}
         self.advanced_toggle.toggled.connect(self._toggle_advanced)
         column.addWidget(self.advanced_toggle)
         column.addWidget(self.advanced)
@@ -188,11 +189,15 @@ class SettingsPanel(QWidget):
         self._add(form, "sample.prompts", self.prompts)
         return box
 
-    def _add(self, form: QFormLayout, key: str, widget: QWidget) -> None:
-        """A row for one key: the schema's label and help, the editor, and its problems under it."""
+    def _add(self, form: QFormLayout, key: str, widget: QWidget) -> QWidget:
+        """A row for one key: the schema's label and help, the editor, the chosen value's help line where its
+        choices have one, and its problems under it."""
         info = key_info(key)
         widget.setToolTip(info.help)
-        form.addRow(info.label, field_row(widget, ProblemLabel(self.store, key)))
+        below = [ChoiceHelp(self.store, key)] if info.choice_help else []
+        row = field_row(widget, ProblemLabel(self.store, key), *below)
+        form.addRow(info.label, row)
+        return row
 
     def _guard_wheel(self, root: QWidget) -> None:
         for w in root.findChildren(QWidget):
@@ -211,9 +216,17 @@ class SettingsPanel(QWidget):
                 w = widget_for(key, self.store.get(key))
                 bind(self.store, key, w)
                 self.advanced_widgets[key] = w
-                self._add(form, key, w)
+                row = self._add(form, key, w)
+                if key in APPLIES:
+                    self._conditional_rows[key] = (form, row)
             column.addWidget(box)
         self._guard_wheel(self.advanced)
+        self._show_applicable()
+
+    def _show_applicable(self) -> None:
+        """Rows of settings the current choices do not use are hidden (places.APPLIES)."""
+        for key, (form, row) in self._conditional_rows.items():
+            form.setRowVisible(row, APPLIES[key](self.store.config))
 
     # --- behaviour -------------------------------------------------------------------------------
 
@@ -238,6 +251,8 @@ class SettingsPanel(QWidget):
             self._show_preset()
         if key in ("", "train.epochs"):
             self._show_length_mode()
+        if key == "" or key in APPLIES_ON:
+            self._show_applicable()
         self._update_budget()
 
     def _show_length_mode(self) -> None:

@@ -10,8 +10,9 @@ both as the label the artist can find: “Smallest bucket side” (Advanced sett
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
-from lora_studio.core.config import KEYS
+from lora_studio.core.config import KEYS, Config
 from lora_studio.core.errors import Problem, UserError
 from lora_studio.gui.store import RUN_ONLY_KEYS
 
@@ -22,7 +23,7 @@ ESSENTIALS = ("model.base", "train.max_steps", "train.epochs", "network.rank", "
 # The Advanced section: (group, keys), in the order shown. The editor follows the value's type.
 ADVANCED: list[tuple[str, list[str]]] = [
     ("Network", ["network.alpha", "network.targets", "network.dropout", "network.train_text_encoder", "network.text_encoder_lr"]),
-    ("Training", ["train.lr_scheduler", "train.warmup_steps", "train.optimizer", "train.gradient_accumulation",
+    ("Training", ["train.lr_scheduler", "train.lr_cycles", "train.lr_power", "train.warmup_steps", "train.optimizer", "train.gradient_accumulation",
                   "train.weight_decay", "train.max_grad_norm", "train.mixed_precision", "train.base_weights",
                   "train.gradient_checkpointing", "train.cache_latents", "train.cache_text_encoder", "train.noise_offset",
                   "train.min_snr_gamma", "train.seed", "train.checkpoint_every", "train.keep_checkpoints"]),
@@ -35,6 +36,15 @@ ADVANCED: list[tuple[str, list[str]]] = [
                                "output.save_dtype", "output.author", "output.description"]),
 ]
 ADVANCED_KEYS = frozenset(k for _, keys in ADVANCED for k in keys)
+
+# Settings that mean something only with another's value: their rows are hidden otherwise (the value is
+# kept, and still saved), so the Advanced section shows only what the chosen schedule uses.
+APPLIES: dict[str, Callable[[Config], bool]] = {
+    "train.lr_cycles": lambda cfg: cfg.train.lr_scheduler == "cosine_with_restarts",
+    "train.lr_power": lambda cfg: cfg.train.lr_scheduler == "polynomial",
+}
+# The keys whose value decides whether another row applies (the panel re-checks on their change).
+APPLIES_ON = frozenset({"train.lr_scheduler"})
 
 # Set in the Dataset tab (the folder buttons and a drop; Exclude / Include), not in Settings.
 DATASET_TAB = ("dataset.path", "dataset.exclude")

@@ -1,6 +1,8 @@
 import tomllib
 from pathlib import Path
 
+from PySide6.QtCore import Qt
+
 from lora_studio.core import budget
 from lora_studio.core.dataset import scan
 from lora_studio.gui.settings.panel import SettingsPanel
@@ -267,3 +269,34 @@ def test_the_model_dialog_opens_beside_the_model_not_in_the_last_run(qtbot, tmp_
     store.set("model.base", "")
     panel._browse_file()  # no model now: where the last one was chosen
     assert Path(asked[1]) == models
+
+
+def test_schedule_options_show_only_with_their_schedule_and_each_optimizer_says_what_it_is(qtbot, tmp_path, isolated_settings):
+    from lora_studio.core.config import key_info
+    from lora_studio.gui.settings.fields import ChoiceHelp
+
+    project, store, panel = _panel(qtbot, tmp_path, find_models=False)
+    panel.show()
+    panel.advanced_toggle.setChecked(True)
+    w = panel.advanced_widgets
+    cycles, power = w["train.lr_cycles"], w["train.lr_power"]
+    assert store.get("train.lr_scheduler") == "cosine"
+    assert not cycles.isVisible() and not power.isVisible()
+    w["train.lr_scheduler"].setCurrentIndex(w["train.lr_scheduler"].findData("cosine_with_restarts"))
+    assert cycles.isVisible() and not power.isVisible()
+    cycles.setValue(3)
+    assert store.get("train.lr_cycles") == 3
+    store.set("train.lr_scheduler", "polynomial")
+    assert power.isVisible() and not cycles.isVisible()
+    store.set("train.lr_scheduler", "linear")
+    assert not cycles.isVisible() and not power.isVisible()
+    assert store.get("train.lr_cycles") == 3  # hidden, not forgotten
+
+    combo = w["train.optimizer"]
+    helps = {combo.itemData(i): combo.itemData(i, Qt.ItemDataRole.ToolTipRole) for i in range(combo.count())}
+    assert helps == key_info("train.optimizer").choice_help and len(helps) == 8
+    line = next(h for h in panel.findChildren(ChoiceHelp) if h._key == "train.optimizer")
+    assert line.text() == helps["adamw"]
+    combo.setCurrentIndex(combo.findData("prodigy"))
+    assert store.get("train.optimizer") == "prodigy"
+    assert line.text() == "Prodigy finds the learning rate itself — leave the learning rate at 1."
