@@ -97,11 +97,14 @@ def _polynomial(optimizer: torch.optim.Optimizer, warmup: int, total: int, power
 
 def reported_lr(optimizer: torch.optim.Optimizer, scheduler) -> float:
     """The learning rate the progress events show: the step size the optimizer takes. For Prodigy that is
-    d × lr (d is the rate it has found; lr only scales it), for the others the schedule's."""
+    d × lr (d is the rate it has found; lr only scales it), for schedule-free AdamW the rate after its own
+    warm-up, for the others the schedule's."""
     inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
     group = inner.param_groups[0]
     if "d" in group and "d0" in group:  # Prodigy
         return float(group["d"] * group["lr"])
+    if "scheduled_lr" in group and group.get("k", 0) > 0:  # schedule-free, once it has stepped
+        return float(group["scheduled_lr"])
     return float(scheduler.get_last_lr()[0])
 
 

@@ -107,11 +107,14 @@ def test_schedule_free_ignores_the_schedule_and_warms_up_itself():
     assert opt.param_groups[0]["warmup_steps"] == 5
     sched = optimizers.schedule(cfg, opt)
     optimizers.training(opt)
+    reported = []
     for _ in range(10):
         p.grad = torch.ones(3)
         opt.step()
         sched.step()
         assert sched.get_last_lr() == [1e-3]
+        reported.append(optimizers.reported_lr(opt, sched))
+    assert reported == pytest.approx([2e-4, 4e-4, 6e-4, 8e-4, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3])  # its own warm-up
     y = p.detach().clone()
     with optimizers.evaluating(opt):
         x = p.detach().clone()
