@@ -142,6 +142,25 @@ class TrainConfig:
     cache_text_encoder: bool = setting(True, "Cache caption embeddings", "Only when the text encoder does not train.")
     noise_offset: float = setting(0.0, "Noise offset", "Around 0.05 helps very dark or very bright styles.", min=0.0, max=1.0)
     min_snr_gamma: float = setting(0.0, "Min-SNR gamma", "5 steadies training (Hang et al. 2023); 0 turns it off.", min=0.0, max=100.0)
+    # Which noise levels the steps train on (engine/training/timesteps.py cites each sampler).
+    min_timestep: int = setting(0, "Lowest timestep", "Train only from this noise level up (0-999); 0 keeps the finest detail in.",
+                                min=0, max=999)
+    max_timestep: int = setting(1000, "Highest timestep", "Train only below this noise level (1-1000); 1000 keeps the coarsest layout in.",
+                                min=1, max=1000)
+    timestep_sampling: str = setting("uniform", "Timestep sampling", "Which noise levels get the most steps.",
+                                     choices=("uniform", "logit_normal", "style"))
+    logit_mean: float = setting(0.0, "Logit-normal mean", "Where the logit-normal sampler centres (0: the middle noise levels).",
+                                min=-10.0, max=10.0)
+    logit_std: float = setting(1.0, "Logit-normal spread", "How widely the logit-normal sampler spreads (1 is SD3's).", min=0.01, max=10.0)
+    style_snr_mean: float = setting(-3.0, "Style sampler log-SNR mean", "Lower trains more at high noise, where style lives.",
+                                    min=-20.0, max=20.0)
+    style_snr_std: float = setting(2.0, "Style sampler log-SNR spread", "How widely the style sampler spreads around its mean.",
+                                   min=0.01, max=20.0)
+    loss: str = setting("mse", "Loss", "huber lets a few odd pictures pull less than mse.", choices=("mse", "huber"))
+    huber_schedule: str = setting("snr", "Huber schedule", "How the Huber loss's threshold changes with the noise level.",
+                                  choices=("snr", "exponential", "constant"))
+    huber_c: float = setting(0.1, "Huber threshold", "Errors above it count linearly, not squared; 0.1 is usual.", min=1e-4, max=10.0)
+    debiased_estimation: bool = setting(False, "Debiased estimation", "Weights each step by 1/√SNR (Yu et al. 2024): less weight on fine detail.")
     checkpoint_every: int = setting(250, "Save a checkpoint every", "Steps between resumable checkpoints (and exports to choose from).",
                                     min=0, max=10_000_000)
     # The validation loss (when dataset.validation_split or validation_path holds images out): every N
@@ -368,6 +387,9 @@ def validate(cfg: Config) -> list[Problem]:
     t = cfg.train
     problems += optimizers.arg_problems(t.optimizer, t.optimizer_args)
     problems += optimizers.schedule_problems(t.optimizer, t.optimizer_args, t.lr_scheduler)
+    if t.min_timestep >= t.max_timestep:
+        problems.append(Problem("train.min_timestep", f"is {t.min_timestep}, not below {{train.max_timestep}} at {t.max_timestep}; "
+                                                      "make it smaller (0 keeps every noise level)."))
     smallest = smallest_bucket_side(cfg)
     if smallest > cfg.dataset.max_bucket_side:
         problems.append(Problem("dataset.min_bucket_side", f"is {smallest}, larger than {{dataset.max_bucket_side}} at {cfg.dataset.max_bucket_side}; make it smaller."))

@@ -16,7 +16,7 @@ from lora_studio.core.config import Config
 from lora_studio.core.errors import UserError
 from lora_studio.engine.models.load import Models
 from lora_studio.engine.out_of_memory import out_of_memory_where, release_cached_memory
-from lora_studio.engine.training import conditioning, lora, optimizers
+from lora_studio.engine.training import conditioning, lora, losses, optimizers, timesteps
 from lora_studio.engine.training.fp8 import store_in_fp8
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -52,6 +52,8 @@ class Trainer:
         self.train_te = cfg.network.train_text_encoder
         self.noise_scheduler = DDPMScheduler.from_config(models.scheduler_config)
         self.alphas_cumprod = self.noise_scheduler.alphas_cumprod.to(self.device)
+        weights = timesteps.timestep_weights(cfg.train, self.alphas_cumprod)
+        self._timestep_weights = None if weights is None else weights.to(self.device)  # None: a plain randint
         self.micro_step = 0  # micro-batches seen; seeds each step's noise so resume is exact
         self.vae_tiled = False  # set when an image did not fit the VAE whole: it encodes in tiles from then on
 
@@ -211,20 +213,30 @@ class Trainer:
         if self.cfg.train.noise_offset:
             # Noise offset (Guttenberg 2023): lets the model learn very dark / very bright images.
             noise = noise + self.cfg.train.noise_offset * torch.randn((bsz, shape[1], 1, 1), generator=g, device=self.device)
-        t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (bsz,), generator=g, device=self.device)
+        n = self.noise_scheduler.config.num_train_timesteps
+        t = timesteps.draw_timesteps(self.cfg.train, self._timestep_weights, n, bsz, g, self.device)
         return noise, t
 
     def loss(self, batch: dict, noise: torch.Tensor, t: torch.Tensor, *, latents: torch.Tensor | None = None) -> torch.Tensor:
         """The loss the step backpropagates (min-SNR weighted if asked, batch mean), for given noise and
         timesteps: the seam where tests compare it with the diffusers recipe's (bench/reference.py)."""
-        loss = self.prediction_loss(batch, noise, t, latents=latents)
+        pred, target = self._prediction(batch, noise, t, latents=latents)
+        loss = losses.per_image_loss(self.cfg.train, pred, target, t, self.alphas_cumprod)
         if self.cfg.train.min_snr_gamma:
             loss = loss * self._min_snr_weights(t)
+        if self.cfg.train.debiased_estimation:
+            loss = loss * losses.debiased_weights(self.alphas_cumprod, t, self.models.prediction)
         return loss.mean()
 
     def prediction_loss(self, batch: dict, noise: torch.Tensor, t: torch.Tensor, *, latents: torch.Tensor | None = None) -> torch.Tensor:
-        """The per-image loss [B] of a cached batch noised with `noise` at timesteps `t`: the step's forward
-        pass, shared with the validation loss (which fixes noise and timesteps so steps compare)."""
+        """The per-image squared error [B] of a cached batch noised with `noise` at timesteps `t`: the step's
+        forward pass, as the validation loss measures it (fixed noise and timesteps so steps compare; plain
+        MSE whatever `train.loss` is, so validation losses of runs with different losses compare too)."""
+        pred, target = self._prediction(batch, noise, t, latents=latents)
+        return F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+
+    def _prediction(self, batch: dict, noise: torch.Tensor, t: torch.Tensor, *, latents: torch.Tensor | None = None):
+        """(the UNet's prediction, its target) for a cached batch noised with `noise` at timesteps `t`."""
         if latents is None:
             latents = self._on_device(batch["latents"])
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
@@ -240,7 +252,7 @@ class Trainer:
         with self.accelerator.autocast():
             pred = self.unet(noisy.to(self.compute_dtype), t, embeds.to(self.compute_dtype), **extra).sample
         target = self.noise_scheduler.get_velocity(latents, noise, t) if self.models.prediction == "v" else noise
-        return F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        return pred, target
 
     def _on_device(self, tensor: torch.Tensor) -> torch.Tensor:
         """A cached batch tensor onto the GPU without stopping the host. A copy from ordinary (pageable) memory

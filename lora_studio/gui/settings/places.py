@@ -27,6 +27,9 @@ ADVANCED: list[tuple[str, list[str]]] = [
                   "train.weight_decay", "train.max_grad_norm", "train.mixed_precision", "train.base_weights",
                   "train.gradient_checkpointing", "train.cache_latents", "train.cache_text_encoder", "train.noise_offset",
                   "train.min_snr_gamma", "train.seed", "train.checkpoint_every", "train.keep_checkpoints"]),
+    ("Noise levels and loss", ["train.timestep_sampling", "train.logit_mean", "train.logit_std", "train.style_snr_mean",
+                               "train.style_snr_std", "train.min_timestep", "train.max_timestep", "train.loss",
+                               "train.huber_schedule", "train.huber_c", "train.debiased_estimation"]),
     ("Dataset", ["dataset.repeats", "dataset.default_caption", "dataset.shuffle_tags", "dataset.keep_tokens",
                  "dataset.caption_dropout", "dataset.flip", "dataset.random_crop", "dataset.min_bucket_side",
                  "dataset.max_bucket_side", "dataset.bucket_step"]),
@@ -42,9 +45,15 @@ ADVANCED_KEYS = frozenset(k for _, keys in ADVANCED for k in keys)
 APPLIES: dict[str, Callable[[Config], bool]] = {
     "train.lr_cycles": lambda cfg: cfg.train.lr_scheduler == "cosine_with_restarts",
     "train.lr_power": lambda cfg: cfg.train.lr_scheduler == "polynomial",
+    "train.logit_mean": lambda cfg: cfg.train.timestep_sampling == "logit_normal",
+    "train.logit_std": lambda cfg: cfg.train.timestep_sampling == "logit_normal",
+    "train.style_snr_mean": lambda cfg: cfg.train.timestep_sampling == "style",
+    "train.style_snr_std": lambda cfg: cfg.train.timestep_sampling == "style",
+    "train.huber_schedule": lambda cfg: cfg.train.loss == "huber",
+    "train.huber_c": lambda cfg: cfg.train.loss == "huber",
 }
 # The keys whose value decides whether another row applies (the panel re-checks on their change).
-APPLIES_ON = frozenset({"train.lr_scheduler"})
+APPLIES_ON = frozenset({"train.lr_scheduler", "train.timestep_sampling", "train.loss"})
 
 # Set in the Dataset tab (the folder buttons and a drop; Exclude / Include), not in Settings.
 DATASET_TAB = ("dataset.path", "dataset.exclude")
