@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
 
 from lora_studio.core.project import Project, create_project
 
@@ -47,3 +50,16 @@ def isolated_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("LORA_STUDIO_SEARCH_HOME", str(tmp_path / "home"))
     QSettings().clear()
     yield tmp_path / "qsettings"
+
+
+def drop(widget, paths):
+    """Drop files onto a widget as a file manager would: a drag-enter it must accept, then the drop."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    pos = QPointF(widget.width() / 2, widget.height() / 2)
+    enter = QDragEnterEvent(pos.toPoint(), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, enter)
+    assert enter.isAccepted()
+    event = QDropEvent(pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, event)
+    return event

@@ -178,7 +178,7 @@ def test_layout_is_remembered(qtbot, tmp_path, isolated_settings):
 
 
 def test_new_project_and_dropping_onto_the_window(qtbot, tmp_path, isolated_settings):
-    from test_dataset_view import drop
+    from dataset_helpers import drop
 
     w = _window(qtbot)
     assert w.new_project(tmp_path / "Fresh")

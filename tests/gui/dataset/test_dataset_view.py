@@ -1,8 +1,7 @@
 from pathlib import Path
 
-from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent, QUndoStack
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import QSettings
+from PySide6.QtGui import QUndoStack
 
 from lora_studio.core.config import DatasetConfig
 from lora_studio.core.dataset import scan
@@ -12,7 +11,7 @@ from lora_studio.gui.dataset.model import DatasetModel
 from lora_studio.gui.dataset.view import DROP_CHOICE_KEY, DatasetView
 from lora_studio.gui.store import ConfigStore
 
-from dataset_helpers import isolated_settings, make_images, make_project  # noqa: F401 (fixture)
+from dataset_helpers import drop, isolated_settings, make_images, make_project  # noqa: F401 (fixture)
 
 
 class Harness:
@@ -39,18 +38,6 @@ class Harness:
         except Exception:
             items = []
         self.model.set_items(items, cfg.exclude)
-
-
-def drop(widget, paths):
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    pos = QPointF(widget.width() / 2, widget.height() / 2)
-    enter = QDragEnterEvent(pos.toPoint(), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
-    QApplication.sendEvent(widget, enter)
-    assert enter.isAccepted()
-    event = QDropEvent(pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
-    QApplication.sendEvent(widget, event)
-    return event
 
 
 def test_empty_project_says_what_to_do(qtbot, tmp_path, isolated_settings):
