@@ -15,7 +15,7 @@ from PySide6.QtCore import QObject, QSignalBlocker, QTimer, Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QPlainTextEdit, QSpinBox, QWidget
 
 from lora_studio.core import config as config_mod
-from lora_studio.core import model_files
+from lora_studio.core import model_files, optimizers
 from lora_studio.core.config import Config
 from lora_studio.core.errors import Problem
 from lora_studio.core.project import Project
@@ -54,7 +54,13 @@ class ConfigStore(QObject):
     def set(self, key: str, value: Any) -> None:
         if self.get(key) == value:
             return
-        self.config = self.config.with_changes({key: value})
+        changes = {key: value}
+        if key == "train.optimizer" and value in optimizers.OPTIMIZERS:
+            # The arguments were written for the optimizer before: keep those the new one takes. Otherwise one
+            # switch in the app would block Start on an argument that only the project file can remove.
+            takes = optimizers.OPTIMIZERS[value].args
+            changes["train.optimizer_args"] = {k: v for k, v in self.get("train.optimizer_args").items() if k in takes}
+        self.config = self.config.with_changes(changes)
         self._edited()
         self.changed.emit(key)
 

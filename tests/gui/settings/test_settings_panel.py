@@ -300,3 +300,12 @@ def test_schedule_options_show_only_with_their_schedule_and_each_optimizer_says_
     combo.setCurrentIndex(combo.findData("prodigy"))
     assert store.get("train.optimizer") == "prodigy"
     assert line.text() == "Prodigy finds the learning rate itself — leave the learning rate at 1."
+
+
+def test_switching_the_optimizer_keeps_only_the_arguments_the_new_one_takes(qtbot, tmp_path, isolated_settings):
+    project, store, panel = _panel(qtbot, tmp_path, find_models=False)
+    store.set("train.optimizer", "prodigy")
+    store.set("train.optimizer_args", {"d_coef": 0.8, "betas": [0.9, 0.99]})
+    store.set("train.optimizer", "lion")  # lion takes betas, not d_coef
+    assert store.get("train.optimizer_args") == {"betas": [0.9, 0.99]}
+    assert not store.problems_for("train.optimizer_args")  # Start is not blocked by an argument the app cannot edit
