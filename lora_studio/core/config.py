@@ -161,6 +161,10 @@ class TrainConfig:
                                   choices=("snr", "exponential", "constant"))
     huber_c: float = setting(0.1, "Huber threshold", "Errors above it count linearly, not squared; 0.1 is usual.", min=1e-4, max=10.0)
     debiased_estimation: bool = setting(False, "Debiased estimation", "Weights each step by 1/√SNR (Yu et al. 2024): less weight on fine detail.")
+    # Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed": the schedule rescaled so
+    # its last timestep is pure noise. On by itself for a model file with a `ztsnr` key (NoobAI-XL v-pred).
+    zero_terminal_snr: bool = setting(False, "Zero terminal SNR", "Train the noisiest step on pure noise, as v-prediction "
+                                      "models like NoobAI do; fixes grey, washed-out images. On by itself when the model says so.")
     checkpoint_every: int = setting(250, "Save a checkpoint every", "Steps between resumable checkpoints (and exports to choose from).",
                                     min=0, max=10_000_000)
     # The validation loss (when dataset.validation_split or validation_path holds images out): every N

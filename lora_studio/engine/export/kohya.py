@@ -199,6 +199,8 @@ def build_metadata(state: dict, cfg, *, finished_at: float, title: str | None = 
         "ss_optimizer": state.get("optimizer", cfg.train.optimizer),
         "ss_seed": state.get("seed", cfg.train.seed),
         "ss_mixed_precision": state.get("mixed_precision", cfg.train.mixed_precision),
+        # kohya's key: the schedule was rescaled to zero terminal SNR (sample with trailing timesteps).
+        "ss_zero_terminal_snr": bool(state.get("zero_terminal_snr", False)),
         "ss_training_started_at": state.get("training_started_at", finished_at),
         "ss_training_finished_at": finished_at,
         "ss_tag_frequency": _json(_by_basename(state.get("tag_frequency") or {})),

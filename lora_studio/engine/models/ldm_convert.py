@@ -194,7 +194,7 @@ def openclip_to_ldm(state: dict[str, torch.Tensor], prefix: str) -> dict[str, to
     return out
 
 
-def to_ldm_state_dict(parts: dict[str, Any], kind: str, *, v_pred: bool = False) -> dict[str, torch.Tensor]:
+def to_ldm_state_dict(parts: dict[str, Any], kind: str, *, v_pred: bool = False, ztsnr: bool = False) -> dict[str, torch.Tensor]:
     """The LDM state dict of a pipeline's components (`tiny.build(...)` or a loaded pipeline's `.components`)."""
     if kind not in TEXT_ENCODER_PREFIXES:
         raise ValueError(f"kind must be one of {tuple(TEXT_ENCODER_PREFIXES)}")
@@ -206,6 +206,8 @@ def to_ldm_state_dict(parts: dict[str, Any], kind: str, *, v_pred: bool = False)
         out.update(clip_to_ldm(state, prefix) if fmt == "clip" else openclip_to_ldm(state, prefix))
     if v_pred:
         out["v_pred"] = torch.tensor([])  # ComfyUI / kohya's marker for v-prediction checkpoints
+    if ztsnr:
+        out["ztsnr"] = torch.tensor([])  # NoobAI-XL v-pred's marker for zero terminal SNR (ComfyUI reads it)
     return out
 
 
@@ -234,6 +236,7 @@ def save_single_file(
     path: str | Path,
     *,
     v_pred: bool = False,
+    ztsnr: bool = False,
     dtype: torch.dtype | None = None,
     config_sidecar: bool = False,
     metadata: dict[str, str] | None = None,
@@ -247,7 +250,7 @@ def save_single_file(
     from safetensors.torch import save_file
 
     path = Path(path)
-    state = to_ldm_state_dict(parts, kind, v_pred=v_pred)
+    state = to_ldm_state_dict(parts, kind, v_pred=v_pred, ztsnr=ztsnr)
     seen: set[int] = set()
     for key, value in state.items():
         value = value.detach().to("cpu", dtype if (dtype and value.is_floating_point()) else value.dtype)

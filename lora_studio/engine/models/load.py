@@ -43,6 +43,9 @@ class Models:
     notes: list[str] = field(default_factory=list)  # what was decided and why, for a status event
     source: str = "folder"  # folder | file
     config_dir: Path | None = None  # where the architecture configs came from
+    # Zero terminal SNR (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed"):
+    # the rescaled schedule reaches pure noise at the last timestep; trained and sampled as such.
+    zero_terminal_snr: bool = False
 
 
 def detect_folder_kind(path: Path) -> str:
@@ -64,11 +67,19 @@ def _folder_prediction(path: Path) -> str:
     return "epsilon"
 
 
-def scheduler_config_for(config_dir: Path, prediction: str) -> dict[str, Any]:
-    """The training scheduler settings of a config folder, with the prediction decided for this run."""
+def _folder_zero_terminal_snr(path: Path) -> bool:
+    cfg_file = path / "scheduler" / "scheduler_config.json"
+    return bool(cfg_file.exists() and json.loads(cfg_file.read_text()).get("rescale_betas_zero_snr"))
+
+
+def scheduler_config_for(config_dir: Path, prediction: str, zero_terminal_snr: bool = False) -> dict[str, Any]:
+    """The training scheduler settings of a config folder, with the prediction (and zero terminal SNR)
+    decided for this run."""
     sched_file = config_dir / "scheduler" / "scheduler_config.json"
     cfg = json.loads(sched_file.read_text()) if sched_file.exists() else {}
     cfg["prediction_type"] = "v_prediction" if prediction == "v" else "epsilon"
+    if zero_terminal_snr:
+        cfg["rescale_betas_zero_snr"] = True
     return cfg
 
 
@@ -89,7 +100,7 @@ def _freeze(models: Models) -> Models:
     return models
 
 
-def _load_folder(path: Path, cfg: ModelConfig, dtype: torch.dtype) -> Models:
+def _load_folder(path: Path, cfg: ModelConfig, dtype: torch.dtype, zero_terminal_snr: bool = False) -> Models:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
@@ -97,7 +108,9 @@ def _load_folder(path: Path, cfg: ModelConfig, dtype: torch.dtype) -> Models:
     found = _folder_prediction(path)
     prediction = cfg.prediction if cfg.prediction != "auto" else found
     how = "from the scheduler config" if cfg.prediction == "auto" else "from model.prediction"
-    notes = [f"{LABELS[kind]} diffusers folder {path.name}", f"{prediction} prediction ({how})"]
+    ztsnr = _folder_zero_terminal_snr(path) or zero_terminal_snr
+    ztsnr_why = "from the scheduler config" if _folder_zero_terminal_snr(path) else "from train.zero_terminal_snr"
+    notes = [f"{LABELS[kind]} diffusers folder {path.name}", single_file.prediction_note(prediction, how, ztsnr, ztsnr_why)]
 
     kw = dict(local_files_only=True)
     unet = _part(path, "unet", lambda: UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, **kw))
@@ -109,8 +122,8 @@ def _load_folder(path: Path, cfg: ModelConfig, dtype: torch.dtype) -> Models:
     tokenizers = tokenizers_for(path, kind, path.name)
     check_vocabularies(tokenizers, text_encoders, path.name, path.name)
     tokenizers = [t.tokenizer for t in tokenizers]
-    sched = scheduler_config_for(path, prediction)
-    return Models(kind, prediction, unet, vae, text_encoders, tokenizers, sched, path.name, notes, "folder", path)
+    sched = scheduler_config_for(path, prediction, ztsnr)
+    return Models(kind, prediction, unet, vae, text_encoders, tokenizers, sched, path.name, notes, "folder", path, ztsnr)
 
 
 def _part(folder: Path, sub: str, load):
@@ -160,8 +173,12 @@ def _own_config_name(path: Path, config_dir: Path) -> str:
     return single_file.sidecar_config(path).name if shipped else config_dir.name
 
 
-def load_models(cfg: ModelConfig, dtype: torch.dtype = torch.float32, *, config_dir: str | Path | None = None) -> Models:
+def load_models(cfg: ModelConfig, dtype: torch.dtype = torch.float32, *, config_dir: str | Path | None = None,
+                zero_terminal_snr: bool = False) -> Models:
     """Every component of the base model on the CPU, frozen, in eval mode, in `dtype` (the VAE stays fp32).
+
+    `zero_terminal_snr` is train.zero_terminal_snr: on, or the model says so (a `ztsnr` key, a scheduler
+    config with `rescale_betas_zero_snr`), and the schedule is rescaled to reach zero SNR.
 
     `config_dir` (single files only) overrides the architecture config folder; without it a
     `<stem>.config/` folder next to the file is used, else the shipped config of the detected kind.
@@ -174,7 +191,7 @@ def load_models(cfg: ModelConfig, dtype: torch.dtype = torch.float32, *, config_
                 hint="Point model.base at a folder with model_index.json, unet/, vae/ and text_encoder/, or at a .safetensors checkpoint.",
                 code="bad_model",
             )
-        models = _load_folder(path, cfg, dtype)
+        models = _load_folder(path, cfg, dtype, zero_terminal_snr)
     else:
         if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
             raise UserError(
@@ -184,7 +201,7 @@ def load_models(cfg: ModelConfig, dtype: torch.dtype = torch.float32, *, config_
             )
         loaded = single_file.load_single_file(
             path, kind=cfg.kind, prediction=cfg.prediction, dtype=dtype,
-            config_dir=Path(config_dir) if config_dir else None,
+            config_dir=Path(config_dir) if config_dir else None, zero_terminal_snr=zero_terminal_snr,
         )
         kind = loaded.kind
         # A sidecar config folder may bring the model's own tokenizers; the shipped configs never do.
@@ -192,10 +209,10 @@ def load_models(cfg: ModelConfig, dtype: torch.dtype = torch.float32, *, config_
         loaded.notes += [f"tokenizer: {t.folder.parent.name}/{t.folder.name} (the model's own)" for t in own if t.folder]
         check_vocabularies(own, loaded.text_encoders, path.name, _own_config_name(path, loaded.config_dir))
         tokenizers = [t.tokenizer for t in own]
-        sched = scheduler_config_for(loaded.config_dir, loaded.prediction)
+        sched = scheduler_config_for(loaded.config_dir, loaded.prediction, loaded.zero_terminal_snr)
         models = Models(
             kind, loaded.prediction, loaded.unet, loaded.vae, loaded.text_encoders, tokenizers, sched,
-            path.name, loaded.notes, "file", loaded.config_dir,
+            path.name, loaded.notes, "file", loaded.config_dir, loaded.zero_terminal_snr,
         )
     if cfg.vae.strip():
         _load_vae_override(models, cfg)

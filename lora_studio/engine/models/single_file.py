@@ -10,6 +10,8 @@ The architecture is detected from keys and shapes, never from the file name. The
   3. an A1111 config beside the file, `<stem>.yaml`, `parameterization: v` -> v (any other value: epsilon)
   4. an SD2.x file whose name contains "768" (SD2's 768 models are v-models) -> v
   5. otherwise epsilon (for SD2.x the note says to set model.prediction = "v" for a 768 v-model).
+Zero terminal SNR (`decide_zero_terminal_snr`): a `ztsnr` key in the file (NoobAI-XL v-pred's marker, which
+ComfyUI reads too), or `train.zero_terminal_snr`.
 
 UNet and VAE are loaded by diffusers' `from_single_file` with a local config folder; the text encoders
 are built from the config and filled through diffusers' LDM→HF key converters, with the encoders told
@@ -56,6 +58,7 @@ class Loaded:
     text_encoders: list[Any]
     config_dir: Path
     notes: list[str] = field(default_factory=list)
+    zero_terminal_snr: bool = False
 
 
 def _unsupported(name: str, found: str, hint: str = "") -> UserError:
@@ -247,6 +250,27 @@ def decide_prediction(state: dict[str, torch.Tensor], path: Path, kind: str, req
     return "epsilon", "no v-prediction marker in the file"
 
 
+def decide_zero_terminal_snr(state: dict[str, torch.Tensor], requested: bool = False) -> tuple[bool, str]:
+    """(zero terminal SNR, why): the file's `ztsnr` key turns it on whatever the setting says (a model
+    trained with it gives grey images trained without); train.zero_terminal_snr turns it on for any file."""
+    if "ztsnr" in state:
+        return True, "the file has a ztsnr key"
+    if requested:
+        return True, "from train.zero_terminal_snr"
+    return False, ""
+
+
+def prediction_note(prediction: str, why: str, ztsnr: bool = False, ztsnr_why: str = "") -> str:
+    """The status line that says how the model is trained: "v-prediction with zero terminal SNR, read from
+    the file's v_pred and ztsnr keys", "epsilon prediction (no v-prediction marker in the file)"."""
+    if not ztsnr:
+        return f"{prediction} prediction ({why})"
+    words = "v-prediction" if prediction == "v" else "epsilon prediction"
+    if why == "the file has a v_pred key" and ztsnr_why == "the file has a ztsnr key":
+        return f"{words} with zero terminal SNR, read from the file's v_pred and ztsnr keys"
+    return f"{words} ({why}) with zero terminal SNR ({ztsnr_why})"
+
+
 def sidecar_config(path: Path) -> Path:
     """The optional architecture config folder beside a file: `model.safetensors` -> `model.config/`."""
     return path.with_name(path.stem + ".config")
@@ -373,7 +397,7 @@ def load_text_encoders(state: dict[str, torch.Tensor], detected: Detected, confi
 
 
 def load_single_file(path: Path, *, kind: str = "auto", prediction: str = "auto", dtype: torch.dtype = torch.float32,
-                     config_dir: Path | None = None) -> Loaded:
+                     config_dir: Path | None = None, zero_terminal_snr: bool = False) -> Loaded:
     """Detect, decide and load every component of a single-file checkpoint (CPU, eval mode)."""
     path = Path(path)
     state = read_state_dict(path)
@@ -385,7 +409,8 @@ def load_single_file(path: Path, *, kind: str = "auto", prediction: str = "auto"
             code="wrong_model_kind",
         )
     pred, why = decide_prediction(state, path, detected.kind, prediction, read_metadata(path))
-    notes = [detected.description, f"{pred} prediction ({why})"]
+    ztsnr, ztsnr_why = decide_zero_terminal_snr(state, zero_terminal_snr)
+    notes = [detected.description, prediction_note(pred, why, ztsnr, ztsnr_why)]
     if config_dir is not None:
         cfg_dir, cfg_note = Path(config_dir), f"architecture config: {Path(config_dir).name} (given)"
     elif sidecar_config(path).is_dir():
@@ -397,4 +422,4 @@ def load_single_file(path: Path, *, kind: str = "auto", prediction: str = "auto"
     unet = load_unet(state, cfg_dir, dtype, path.name)
     vae = load_vae(state, cfg_dir, path.name)
     encoders = load_text_encoders(state, detected, cfg_dir, dtype, path.name)
-    return Loaded(detected.kind, pred, unet, vae, encoders, cfg_dir, notes)
+    return Loaded(detected.kind, pred, unet, vae, encoders, cfg_dir, notes, ztsnr)

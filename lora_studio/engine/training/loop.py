@@ -143,9 +143,16 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
     emit(ev.Status("loading", "Loading the base model"))
     # fp8 storage starts from the compute dtype (bf16 / fp16 on a GPU): casting happens on the CPU, in Trainer.
     compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed, torch.float32)
-    models = load_models(cfg.model, dtype=compute if weight_dtype == torch.float8_e4m3fn else weight_dtype)
+    models = load_models(cfg.model, dtype=compute if weight_dtype == torch.float8_e4m3fn else weight_dtype,
+                         zero_terminal_snr=cfg.train.zero_terminal_snr)
     for note in models.notes:
         emit(ev.Status("loading", note))
+    if models.zero_terminal_snr and models.prediction != "v":
+        # At zero SNR the last timestep's input is pure noise: an ε-model learns nothing there and its sampler
+        # divides by zero (Lin et al. 2024 switch to v-prediction for this reason).
+        emit(ev.Warning(spell('Zero terminal SNR is on with epsilon prediction, which cannot learn the last timestep; '
+                              'set {model.prediction} = "v" (a v-prediction model) or turn {train.zero_terminal_snr} off.'),
+                        code="zero_snr_epsilon"))
     stop_requested()
     trainer = Trainer(models, cfg, acc)
     plan = BatchPlan(data.items, cfg, acc.num_processes)
@@ -195,7 +202,7 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
         "bucket_info": bucket_info(plan.items, plan.buckets), "training_started_at": started_at,
         "learning_rate": cfg.train.learning_rate, "text_encoder_lr": cfg.network.text_encoder_lr,
         "train_text_encoder": cfg.network.train_text_encoder, "optimizer": cfg.train.optimizer, "seed": cfg.train.seed,
-        "mixed_precision": mixed, "clip_skip": cfg.model.clip_skip,
+        "mixed_precision": mixed, "clip_skip": cfg.model.clip_skip, "zero_terminal_snr": models.zero_terminal_snr,
     }
     loop = _Loop(cfg, trainer, enc, plan, run_dir, emit, info, acc, validator)
     loop.last_checkpoint = start_step  # what a NaN loss keeps, and what finish() need not save again

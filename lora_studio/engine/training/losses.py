@@ -10,6 +10,7 @@
 - `train.debiased_estimation`: weights each image by 1/√SNR (SNR clamped at 1000; SNR + 1 for
   v-prediction), from "Debias the Training of Diffusion Models" (Yu et al. 2024, arXiv 2310.08442), as
   kohya's `--debiased_estimation_loss` does.
+Both stay finite under zero terminal SNR (SNR = 0 at the last timestep): see `min_snr_weights`, `DEBIASED_MIN_SNR`.
 """
 
 from __future__ import annotations
@@ -46,7 +47,29 @@ def per_image_loss(train, pred: torch.Tensor, target: torch.Tensor, t: torch.Ten
     return loss.mean(dim=(1, 2, 3))
 
 
-def debiased_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, prediction: str) -> torch.Tensor:
+# The SNR of SD's usual scaled-linear schedule at its last timestep (ᾱ = 0.00466). Under zero terminal SNR
+# the last timestep's SNR is 0, where 1/√SNR is infinite: the ε weight is floored here, so no timestep
+# weighs more than the noisiest one of the usual schedule (≈ 14.6).
+DEBIASED_MIN_SNR = 0.00468
+
+
+def snr(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """ᾱ / (1 − ᾱ) at each timestep: 0 (not NaN) at a zero-terminal-SNR schedule's last one."""
     ac = alphas_cumprod[t]
-    snr = torch.clamp(ac / (1 - ac), max=1000.0)
-    return 1 / torch.sqrt(snr + 1 if prediction == "v" else snr)
+    return ac / (1 - ac)
+
+
+def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float, prediction: str) -> torch.Tensor:
+    """Min-SNR-γ (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy"):
+    min(SNR, γ) / SNR for ε-prediction, min(SNR, γ) / (SNR + 1) for v-prediction. At SNR = 0 (zero terminal
+    SNR's last timestep) the ε weight is its limit, 1, rather than 0 / 0."""
+    s = snr(alphas_cumprod, t)
+    clipped = torch.clamp(s, max=gamma)
+    if prediction == "v":
+        return clipped / (s + 1)
+    return torch.where(s > 0, clipped / torch.where(s > 0, s, torch.ones_like(s)), torch.ones_like(s))
+
+
+def debiased_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, prediction: str) -> torch.Tensor:
+    s = torch.clamp(snr(alphas_cumprod, t), max=1000.0)
+    return 1 / torch.sqrt(s + 1 if prediction == "v" else s.clamp(min=DEBIASED_MIN_SNR))

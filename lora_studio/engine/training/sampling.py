@@ -35,9 +35,27 @@ def preserved_state(modules: list[torch.nn.Module]):
             torch.cuda.empty_cache()
 
 
+# Lin et al. 2024 ("Common Diffusion Noise Schedules and Sample Steps are Flawed", §3.3-3.4): a model trained
+# with zero terminal SNR samples from the last timestep ("trailing" spacing) and with the guidance rescaled
+# by φ = 0.7, or its images over-expose.
+ZERO_SNR_GUIDANCE_RESCALE = 0.7
+
+
+def sampler_config(models) -> dict:
+    """The sampling scheduler's settings: the training ones, and for zero terminal SNR the paper's."""
+    config = dict(models.scheduler_config)
+    if getattr(models, "zero_terminal_snr", False):
+        config.update(rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    return config
+
+
+def guidance_rescale(models) -> float:
+    return ZERO_SNR_GUIDANCE_RESCALE if getattr(models, "zero_terminal_snr", False) else 0.0
+
+
 def build_pipeline(models, unet, text_encoders):
     # DPM++ 2M (DPMSolverMultistep): the sampler the UIs default to, good images in 20-30 steps.
-    scheduler = DPMSolverMultistepScheduler.from_config(models.scheduler_config)
+    scheduler = DPMSolverMultistepScheduler.from_config(sampler_config(models))
     if models.kind == "sdxl":
         return StableDiffusionXLPipeline(
             vae=models.vae, text_encoder=text_encoders[0], text_encoder_2=text_encoders[1],
@@ -68,7 +86,8 @@ def generate(models, unet, text_encoders, cfg: Config, step: int, samples_dir: P
             with autocast():
                 image = pipe(
                     prompt, negative_prompt=s.negative_prompt or None, num_inference_steps=s.steps,
-                    guidance_scale=s.guidance_scale, width=width, height=height, generator=generator,
+                    guidance_scale=s.guidance_scale, guidance_rescale=guidance_rescale(models),
+                    width=width, height=height, generator=generator,
                     clip_skip=(cfg.model.clip_skip - 1) or None,
                 ).images[0]
             path = samples_dir / sample_name(step, index, seed)

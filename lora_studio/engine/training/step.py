@@ -263,12 +263,7 @@ class Trainer:
         return tensor.pin_memory().to(self.device, non_blocking=True)
 
     def _min_snr_weights(self, t: torch.Tensor) -> torch.Tensor:
-        # Min-SNR-γ (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy"):
-        # weight = min(SNR, γ) / SNR for ε-prediction, min(SNR, γ) / (SNR + 1) for v-prediction.
-        ac = self.alphas_cumprod[t]
-        snr = ac / (1 - ac)
-        clipped = torch.clamp(snr, max=self.cfg.train.min_snr_gamma)
-        return clipped / (snr + 1) if self.models.prediction == "v" else clipped / snr
+        return losses.min_snr_weights(self.alphas_cumprod, t, self.cfg.train.min_snr_gamma, self.models.prediction)
 
     @property
     def lr(self) -> float:

@@ -36,7 +36,8 @@ def timestep_weights(train, alphas_cumprod: torch.Tensor) -> torch.Tensor | None
         # The density of sigmoid(u) at x, u ~ N(m, s): N(logit x; m, s) / (x (1 - x)); bins are 1/n wide.
         w = torch.exp(-((u - train.logit_mean) ** 2) / (2 * train.logit_std**2)) / (x * (1 - x))
     elif kind == "style":
-        ac = alphas_cumprod.double().cpu()
+        # Floored as diffusers' samplers floor a zero-terminal-SNR schedule's last ᾱ (0 there: λ = -inf).
+        ac = alphas_cumprod.double().cpu().clamp(min=2**-24)
         lam = torch.log(ac / (1 - ac))
         width = torch.gradient(lam)[0].abs()  # how much λ one timestep spans
         w = torch.exp(-((lam - train.style_snr_mean) ** 2) / (2 * train.style_snr_std**2)) * width

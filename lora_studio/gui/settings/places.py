@@ -29,7 +29,7 @@ ADVANCED: list[tuple[str, list[str]]] = [
                   "train.min_snr_gamma", "train.seed", "train.checkpoint_every", "train.keep_checkpoints"]),
     ("Noise levels and loss", ["train.timestep_sampling", "train.logit_mean", "train.logit_std", "train.style_snr_mean",
                                "train.style_snr_std", "train.min_timestep", "train.max_timestep", "train.loss",
-                               "train.huber_schedule", "train.huber_c", "train.debiased_estimation"]),
+                               "train.huber_schedule", "train.huber_c", "train.debiased_estimation", "train.zero_terminal_snr"]),
     ("Dataset", ["dataset.repeats", "dataset.default_caption", "dataset.shuffle_tags", "dataset.keep_tokens",
                  "dataset.caption_dropout", "dataset.flip", "dataset.random_crop", "dataset.min_bucket_side",
                  "dataset.max_bucket_side", "dataset.bucket_step"]),
