@@ -165,6 +165,14 @@ class TrainConfig:
     # its last timestep is pure noise. On by itself for a model file with a `ztsnr` key (NoobAI-XL v-pred).
     zero_terminal_snr: bool = setting(False, "Zero terminal SNR", "Train the noisiest step on pure noise, as v-prediction "
                                       "models like NoobAI do; fixes grey, washed-out images. On by itself when the model says so.")
+    # An exponential moving average of the LoRA weights (engine/training/ema.py): samples, validation, checkpoints
+    # and exports use it.
+    ema: bool = setting(False, "Average the weights (EMA)", "Keep a smoothed average of the LoRA over the last steps and "
+                        "use it for samples and the exported file: steadier results, a little more memory.")
+    ema_decay: float = setting(0.999, "EMA decay", "How slowly the average follows training: 0.999 averages about the "
+                               "last 1000 steps, 0.99 the last 100.", min=0.5, max=0.99999)
+    ema_on_cpu: bool = setting(False, "Keep the average in computer memory", "Holds the EMA off the GPU: saves GPU memory, "
+                               "each step a little slower.")
     checkpoint_every: int = setting(250, "Save a checkpoint every", "Steps between resumable checkpoints (and exports to choose from).",
                                     min=0, max=10_000_000)
     # The validation loss (when dataset.validation_split or validation_path holds images out): every N

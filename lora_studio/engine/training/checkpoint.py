@@ -31,11 +31,12 @@ from lora_studio.engine.training.cache import file_digest
 MANIFEST = "manifest.json"
 LORA, STATE = CHECKPOINT_LORA, CHECKPOINT_STATE
 OPTIMIZER, SCHEDULER, RNG = "optimizer.pt", "scheduler.pt", "rng.pt"
+EMA = "ema.pt"  # train.ema: the average's state and the weights training continues from (lora.safetensors holds the average)
 # How each file is named in a message: the artist reads "its LoRA file", the file name says which one.
 FILE_WORDS = {LORA: "its LoRA file", OPTIMIZER: "its optimizer file", SCHEDULER: "its learning-rate schedule file",
-              RNG: "its random-state file", STATE: "its state file", MANIFEST: "its manifest"}
+              RNG: "its random-state file", STATE: "its state file", MANIFEST: "its manifest", EMA: "its EMA file"}
 WEIGHT_FILES = (LORA, STATE)  # what an export or a comparison reads
-RESUME_FILES = (LORA, OPTIMIZER, SCHEDULER, RNG, STATE)  # what a resume reads
+RESUME_FILES = (LORA, OPTIMIZER, SCHEDULER, RNG, STATE)  # what a resume reads (and EMA, when the state says "ema")
 
 
 class Saved(NamedTuple):
@@ -46,6 +47,7 @@ class Saved(NamedTuple):
     scheduler: dict | None
     rng: dict | None
     state: dict
+    ema: dict | None = None  # a run with train.ema: ema.LoraEMA.state()
 
 
 class DamagedCheckpoint(UserError):
@@ -77,7 +79,8 @@ def sweep_leftovers(run_dir: Path) -> list[Path]:
     return [p for folder in (run_dir, RunDir(run_dir).samples_dir, checkpoints_dir(run_dir)) for p in atomic.sweep(folder)]
 
 
-def save(run_dir: Path, step: int, lora: dict[str, torch.Tensor], optimizer, lr_scheduler, state: dict, keep: int) -> Path:
+def save(run_dir: Path, step: int, lora: dict[str, torch.Tensor], optimizer, lr_scheduler, state: dict, keep: int,
+         ema: dict | None = None) -> Path:
     root = checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = RunDir(run_dir).checkpoint(step).path
@@ -89,6 +92,8 @@ def save(run_dir: Path, step: int, lora: dict[str, torch.Tensor], optimizer, lr_
         save_torch(optimizer.state_dict(), tmp / OPTIMIZER)
         save_torch(lr_scheduler.state_dict(), tmp / SCHEDULER)
         save_torch(_rng_state(), tmp / RNG)
+        if ema is not None:
+            save_torch(ema, tmp / EMA)
         write_bytes(tmp / STATE, json.dumps(state, indent=1, sort_keys=True).encode("utf-8"))
         # Last: a manifest describes only files that are completely written.
         write_bytes(tmp / MANIFEST, json.dumps(_manifest(tmp, step), indent=1, sort_keys=True).encode("utf-8"))
@@ -196,7 +201,11 @@ def load(ckpt: Path, *, weights_only: bool = False) -> Saved:
     optim = _read(ckpt, step, OPTIMIZER, _torch_load)
     sched = _read(ckpt, step, SCHEDULER, _torch_load)
     rng = _read(ckpt, step, RNG, _torch_load)
-    return Saved(lora, optim, sched, rng, state)
+    ema = None
+    if state.get("ema"):
+        _check_manifest(ckpt, step, (EMA,))
+        ema = _read(ckpt, step, EMA, _torch_load)
+    return Saved(lora, optim, sched, rng, state, ema)
 
 
 @dataclass(frozen=True)

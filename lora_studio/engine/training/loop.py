@@ -6,6 +6,7 @@ read at step boundaries, so the CLI, the app, the tests and multi-GPU all drive 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -161,8 +162,8 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
     saved = checkpoint.resume_from(run_dir, emit) if resume else None  # the newest intact one
     if resume and saved is None:
         emit(ev.Warning("There is no checkpoint to resume from; starting from step 0.", code="nothing_to_resume"))
-    start_step = saved[4]["step"] if saved else 0
-    started_at = saved[4].get("training_started_at", time.time()) if saved else time.time()
+    start_step = saved.state["step"] if saved else 0
+    started_at = saved.state.get("training_started_at", time.time()) if saved else time.time()
 
     total = cfg.train.max_steps
     emit(ev.Started(str(run_dir), total, models.kind, models.prediction, start_step=start_step, device=str(acc.device), num_images=len(data.items)))
@@ -186,8 +187,9 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
     trainer.offload_encoders(vae=enc.latents_cached, text=enc.text_cached)
     trainer.ready()
     if saved:
-        weights, optim, sched, rng, _ = saved
+        weights, optim, sched, rng = saved.lora, saved.optimizer, saved.scheduler, saved.rng
         lora.load_lora_state(weights, *trainer.lora_modules)
+        _resume_ema(trainer, saved.ema)  # the LoRA file holds the average; training goes on from its own weights
         trainer.optimizer.load_state_dict(optim)
         trainer.lr_scheduler.load_state_dict(sched)
         checkpoint.restore_rng(rng)
@@ -203,6 +205,7 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
         "learning_rate": cfg.train.learning_rate, "text_encoder_lr": cfg.network.text_encoder_lr,
         "train_text_encoder": cfg.network.train_text_encoder, "optimizer": cfg.train.optimizer, "seed": cfg.train.seed,
         "mixed_precision": mixed, "clip_skip": cfg.model.clip_skip, "zero_terminal_snr": models.zero_terminal_snr,
+        "ema": cfg.train.ema,
     }
     loop = _Loop(cfg, trainer, enc, plan, run_dir, emit, info, acc, validator)
     loop.last_checkpoint = start_step  # what a NaN loss keeps, and what finish() need not save again
@@ -212,6 +215,19 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
             loop.sample(0)
     status = loop.run(start_step, commands)
     return loop.finish(status)
+
+
+def _resume_ema(trainer: Trainer, state: dict | None) -> None:
+    from lora_studio.engine.training.ema import LoraEMA
+
+    if state is not None and trainer.ema is not None:
+        trainer.ema.load(state)
+    elif state is not None:  # train.ema turned off since: go on from the training weights, not the average
+        with torch.no_grad():
+            for p, t in zip(trainer.params, state["training_params"]):
+                p.copy_(t.to(p.device, p.dtype))
+    elif trainer.ema is not None:  # turned on since: the average starts from the resumed weights
+        trainer.ema = LoraEMA(trainer.params, trainer.cfg.train.ema_decay, on_cpu=trainer.cfg.train.ema_on_cpu)
 
 
 class _Loop:
@@ -288,11 +304,20 @@ class _Loop:
             hint="Lower train.learning_rate (for example to half), or set train.mixed_precision = \"bf16\" / \"no\" instead of \"fp16\".",
         )
 
+    @contextlib.contextmanager
+    def _judged(self):
+        """The weights a run is judged by and gives, around sampling, validation, checkpoints and the end:
+        a schedule-free optimizer's averaged weights, then (train.ema) the moving average swapped in over
+        them. Both nest; afterwards the LoRA holds what training goes on from."""
+        ema = self.trainer.ema
+        with optimizers.evaluating(self.trainer.optimizer), (ema.judged() if ema is not None else contextlib.nullcontext()):
+            yield
+
     def sample(self, step: int) -> None:
         self.last_sample = step
         if not self.acc.is_main_process:
             return
-        with optimizers.evaluating(self.trainer.optimizer):  # schedule-free: the averaged weights are the result
+        with self._judged():  # schedule-free / EMA: the averaged weights are the result
             self._sample(step)
 
     def _sample(self, step: int) -> None:
@@ -336,7 +361,7 @@ class _Loop:
     def save(self) -> Path | None:
         # Schedule-free: a checkpoint holds the averaged weights, what an export or a comparison of it must see
         # (a resume switches back, optimizers.training).
-        with optimizers.evaluating(self.trainer.optimizer):
+        with self._judged():
             return self._save()
 
     def _save(self) -> Path | None:
@@ -347,7 +372,8 @@ class _Loop:
             weights = lora.lora_state(*t.lora_modules)
             state = {**self.info, "step": self.step, "epoch": self.plan.epoch_of_step(max(self.step - 1, 0)),
                      "num_epochs": self.plan.epoch_of_step(self.cfg.train.max_steps - 1)}
-            path = checkpoint.save(self.run_dir, self.step, weights, t.optimizer, t.lr_scheduler, state, self.cfg.train.keep_checkpoints)
+            path = checkpoint.save(self.run_dir, self.step, weights, t.optimizer, t.lr_scheduler, state, self.cfg.train.keep_checkpoints,
+                                   ema=t.ema.state() if t.ema is not None else None)
             self.last_checkpoint = self.step
             self.emit(ev.Checkpoint(self.step, str(path)))
         self.acc.wait_for_everyone()
@@ -358,7 +384,7 @@ class _Loop:
             return
         self.last_validation = step
         self.emit(ev.Status("sampling", f"Validation loss at step {step}"))
-        with optimizers.evaluating(self.trainer.optimizer):
+        with self._judged():
             loss = round(self.validator.loss(), 6)
         self.validation_losses[step] = loss
         self.emit(ev.Validation(step, loss, self.validator.images))
@@ -366,7 +392,7 @@ class _Loop:
     def finish(self, status: str) -> ev.Finished:
         # No step is taken after this: a schedule-free optimizer stays on its averaged weights for the final
         # samples, validation, checkpoint, ranking and export.
-        with optimizers.evaluating(self.trainer.optimizer):
+        with self._judged():
             return self._finish(status)
 
     def _finish(self, status: str) -> ev.Finished:

@@ -17,6 +17,7 @@ from lora_studio.core.errors import UserError
 from lora_studio.engine.models.load import Models
 from lora_studio.engine.out_of_memory import out_of_memory_where, release_cached_memory
 from lora_studio.engine.training import conditioning, lora, losses, optimizers, timesteps
+from lora_studio.engine.training.ema import LoraEMA
 from lora_studio.engine.training.fp8 import store_in_fp8
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -68,6 +69,7 @@ class Trainer:
         self.optimizer = None
         self.lr_scheduler = None
         self.params: list[torch.nn.Parameter] = []
+        self.ema: LoraEMA | None = None  # train.ema, built with the optimizer
         net = cfg.network
         self._te_params = []
         if self.train_te:
@@ -97,6 +99,8 @@ class Trainer:
         # process), so schedules read the same on one GPU or several.
         self.lr_scheduler = optimizers.schedule(cfg, self.optimizer)
         optimizers.training(self.optimizer)  # schedule-free: steps are taken in train mode
+        if cfg.train.ema:
+            self.ema = LoraEMA(self.params, cfg.train.ema_decay, on_cpu=cfg.train.ema_on_cpu)
         prepared = self.accelerator.prepare(unet, *(tes if self.train_te else []), self.optimizer)
         self.unet, self.optimizer = prepared[0], prepared[-1]
         self.text_encoders = list(prepared[1:-1]) if self.train_te else tes
@@ -203,6 +207,8 @@ class Trainer:
             self.optimizer.step()
             if acc.sync_gradients:
                 self.lr_scheduler.step()
+                if self.ema is not None:
+                    self.ema.step()
             self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 

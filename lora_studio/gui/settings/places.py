@@ -26,7 +26,8 @@ ADVANCED: list[tuple[str, list[str]]] = [
     ("Training", ["train.lr_scheduler", "train.lr_cycles", "train.lr_power", "train.warmup_steps", "train.optimizer", "train.gradient_accumulation",
                   "train.weight_decay", "train.max_grad_norm", "train.mixed_precision", "train.base_weights",
                   "train.gradient_checkpointing", "train.cache_latents", "train.cache_text_encoder", "train.noise_offset",
-                  "train.min_snr_gamma", "train.seed", "train.checkpoint_every", "train.keep_checkpoints"]),
+                  "train.min_snr_gamma", "train.seed", "train.checkpoint_every", "train.keep_checkpoints",
+                  "train.ema", "train.ema_decay", "train.ema_on_cpu"]),
     ("Noise levels and loss", ["train.timestep_sampling", "train.logit_mean", "train.logit_std", "train.style_snr_mean",
                                "train.style_snr_std", "train.min_timestep", "train.max_timestep", "train.loss",
                                "train.huber_schedule", "train.huber_c", "train.debiased_estimation", "train.zero_terminal_snr"]),
@@ -51,9 +52,11 @@ APPLIES: dict[str, Callable[[Config], bool]] = {
     "train.style_snr_std": lambda cfg: cfg.train.timestep_sampling == "style",
     "train.huber_schedule": lambda cfg: cfg.train.loss == "huber",
     "train.huber_c": lambda cfg: cfg.train.loss == "huber",
+    "train.ema_decay": lambda cfg: cfg.train.ema,
+    "train.ema_on_cpu": lambda cfg: cfg.train.ema,
 }
 # The keys whose value decides whether another row applies (the panel re-checks on their change).
-APPLIES_ON = frozenset({"train.lr_scheduler", "train.timestep_sampling", "train.loss"})
+APPLIES_ON = frozenset({"train.lr_scheduler", "train.timestep_sampling", "train.loss", "train.ema"})
 
 # Set in the Dataset tab (the folder buttons and a drop; Exclude / Include), not in Settings.
 DATASET_TAB = ("dataset.path", "dataset.exclude")

@@ -64,12 +64,12 @@ NEEDS_BNB = pytest.mark.skipif(not _has_bitsandbytes(), reason="bitsandbytes' 8-
     "adamw", "prodigy", "adafactor", "lion", "came", "adamw_schedulefree",
     pytest.param("adamw8bit", marks=NEEDS_BNB), pytest.param("lion8bit", marks=NEEDS_BNB),
 ])
-def test_stop_then_resume_equals_a_straight_run(tiny_model_dir, dataset, tmp_path, optimizer):
+def test_stop_then_resume_equals_a_straight_run(tiny_model_dir, dataset, tmp_path, optimizer, extra=None):
     # Schedule-free has no schedule (its warm-up is its own); Prodigy's learning rate is a multiplier of the one it finds.
     schedule = "constant" if optimizer == "adamw_schedulefree" else "cosine"
     lr = 1.0 if optimizer == "prodigy" else 1e-3
     base = dict(train={"max_steps": 10, "checkpoint_every": 4, "lr_scheduler": schedule, "warmup_steps": 2,
-                       "optimizer": optimizer, "learning_rate": lr})
+                       "optimizer": optimizer, "learning_rate": lr, **(extra or {})})
     straight = tiny_config(tiny_model_dir, dataset, tmp_path / "straight", **base)
     run(straight)
     split = tiny_config(tiny_model_dir, dataset, tmp_path / "split", **base)
@@ -85,6 +85,18 @@ def test_stop_then_resume_equals_a_straight_run(tiny_model_dir, dataset, tmp_pat
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5), k
     assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in a.items() if "lora_B" in k)
+
+
+# The EMA of the LoRA (train.ema): the checkpoint's LoRA file is the average, ema.pt the rest; on the GPU's side or
+# the computer's, and over schedule-free's averaged weights.
+@pytest.mark.parametrize("optimizer, extra", [
+    ("adamw", {"ema": True, "ema_decay": 0.9}),
+    ("adamw", {"ema": True, "ema_decay": 0.9, "ema_on_cpu": True}),
+    ("adamw_schedulefree", {"ema": True, "ema_decay": 0.9}),
+])
+def test_stop_then_resume_with_ema_equals_a_straight_run(tiny_model_dir, dataset, tmp_path, optimizer, extra):
+    test_stop_then_resume_equals_a_straight_run(tiny_model_dir, dataset, tmp_path, optimizer, extra)
+    assert (checkpoint.list_checkpoints(tmp_path / "split")[-1][1] / checkpoint.EMA).exists()
 
 
 def test_sampling_leaves_training_untouched(tiny_model_dir, dataset, tmp_path):
