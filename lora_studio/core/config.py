@@ -50,7 +50,8 @@ def setting(default: Any = dataclasses.MISSING, label: str = "", help: str = "",
 class ModelConfig:
     base: str = setting("", "Base model", "A diffusers model folder or a single .safetensors checkpoint.")
     kind: str = setting("auto", "Model family", "auto reads it from the model.", choices=("auto", *KINDS))
-    prediction: str = setting("auto", "Prediction", "auto reads it from the model; v for SD2 768 models.",
+    prediction: str = setting("auto", "Prediction", "auto reads it from the model (its v_pred key, metadata or .yaml); "
+                              "v for SD2 768 and NoobAI v-pred models.",
                               choices=("auto", "epsilon", "v"))
     clip_skip: int = setting(1, "CLIP skip", "2 for many anime models.", min=1, max=12)
     # The pretrained VAE is used as it is; SDXL's fp16 VAE NaN problem is avoided by encoding in fp32.
@@ -91,6 +92,22 @@ class NetworkConfig:
     train_text_encoder: bool = setting(False, "Train the text encoder", "Also teach the text encoder; rarely needed for a style.")
     text_encoder_lr: float = setting(5e-5, "Text encoder learning rate", "Used only when the text encoder trains.", min=0.0, max=1.0)
     dropout: float = setting(0.0, "Dropout", "Randomly drops LoRA weights while training; 0 is usual.", min=0.0, max=0.9)
+    # The LyCORIS family (engine/training/lora.py builds each with peft; export-contract.md "LyCORIS files").
+    type: str = setting("lora", "Network type", "What kind of LoRA to train; lora is the classic one every UI loads.",
+                        choices=("lora", "locon", "loha", "lokr"),
+                        choice_help={
+                            "lora": "The classic LoRA, on the attention layers (and feed-forward with +ff).",
+                            "locon": "LoRA that also trains the convolutions: more of the style's texture and line.",
+                            "loha": "LoHa (LyCORIS): two low-rank pairs multiplied, more detail for the same rank.",
+                            "lokr": "LoKr (LyCORIS): a Kronecker product of small matrices; very small files.",
+                        })
+    dora: bool = setting(False, "DoRA", "Learns each weight's strength apart from its direction (DoRA); often truer to the style, a little slower.")
+    conv_rank: int = setting(8, "Convolution rank", "How much the LoRA holds in the convolution layers; 4 to 16 is usual.", min=1, max=1024)
+    conv_alpha: float = setting(4.0, "Convolution alpha", "Scales the convolution layers' strength, as alpha does for the rest.",
+                                min=1e-6, max=1e6)
+    factor: int = setting(-1, "LoKr factor", "How LoKr splits each layer: -1 splits it evenly; 4 to 16 gives bigger, finer files.",
+                          min=-1, max=1024)
+    full_matrix: bool = setting(False, "LoKr full matrix", "Trains LoKr's second factor whole instead of at the rank: larger file, more capacity.")
 
 
 @dataclass
@@ -399,6 +416,10 @@ def validate(cfg: Config) -> list[Problem]:
     t = cfg.train
     problems += optimizers.arg_problems(t.optimizer, t.optimizer_args)
     problems += optimizers.schedule_problems(t.optimizer, t.optimizer_args, t.lr_scheduler)
+    if cfg.network.dora and cfg.network.type not in ("lora", "locon"):
+        problems.append(Problem("network.dora", f"is on, but {{network.type}} is {cfg.network.type}; DoRA works with lora or locon, so choose one of them or turn DoRA off."))
+    if cfg.network.factor == 0:
+        problems.append(Problem("network.factor", "is 0; use -1 to split each layer evenly, or a whole number such as 8."))
     if t.min_timestep >= t.max_timestep:
         problems.append(Problem("train.min_timestep", f"is {t.min_timestep}, not below {{train.max_timestep}} at {t.max_timestep}; "
                                                       "make it smaller (0 keeps every noise level)."))

@@ -10,7 +10,9 @@ The model (docs/performance.md, "The fit estimate", has the derivation):
   storage dtype; fp8 stores Linear/Conv weights in one byte (99.9 % of the UNet), the rest in the compute dtype. The VAE
   (fp32) stays on the GPU only when latents are not cached, the text encoders when their outputs are not
   cached or they train.
-- LoRA & optimizer: LoRA parameters (exact per rank and target set) × (8 bytes of fp32 weight and gradient +
+- LoRA & optimizer: the network's trainable parameters (exact per type, rank and target set: `network_params`,
+  LoHa two pairs per module, LoKr its Kronecker factors, LoCon the convolutions at conv_rank, DoRA a magnitude
+  per output; DoRA's per-step weight norms add one whole weight to the workspace) × (8 bytes of fp32 weight and gradient +
   the optimizer's state per parameter, core/optimizers.state_bytes): 16 with AdamW (two moments), 10 with
   8-bit AdamW, 24 with Prodigy, ≈ 8 + 4/rank with Adafactor (factored), 12 with Lion, 9 with 8-bit Lion,
   16 with schedule-free AdamW, ≈ 12 + 8/rank with CAME.
@@ -89,6 +91,99 @@ ARCHS: dict[str, Arch] = {
         saved=478_046, saved_ckpt=32_537, transient=4_339, transient_ckpt=11_606, fp8_upcast_ckpt=0.029,
     ),
 }
+# The layers each network trains, as (out, in, kernel side, how many), counted on the meta device from the
+# shipped configs with the trainer's own target rule (engine/training/lora.py; tests/engine/training/
+# test_network_params.py checks them against peft's real parameter counts). "conv" are the 3x3 convolutions
+# (network.conv_rank), "conv1x1" the 1x1 ones (ResNet shortcuts, SD1's proj_in / proj_out: network.rank).
+_CONV = ((320, 320, 3, 8), (320, 640, 3, 2), (320, 960, 3, 1), (640, 320, 3, 1), (640, 640, 3, 8), (640, 960, 3, 1),
+         (640, 1280, 3, 1), (640, 1920, 3, 1), (1280, 640, 3, 1))
+_CONV1X1 = ((320, 640, 1, 2), (320, 960, 1, 1), (640, 320, 1, 1), (640, 960, 1, 1), (640, 1280, 1, 1), (640, 1920, 1, 1),
+            (1280, 640, 1, 1), (1280, 1920, 1, 1))
+_SD_FF = ((320, 1280, 1, 5), (640, 2560, 1, 5), (1280, 5120, 1, 6), (2560, 320, 1, 5), (5120, 640, 1, 5), (10240, 1280, 1, 6))
+LAYERS: dict[str, dict[str, tuple[tuple[int, int, int, int], ...]]] = {
+    "sd1": {
+        "attention": ((320, 320, 1, 30), (320, 768, 1, 10), (640, 640, 1, 30), (640, 768, 1, 10), (1280, 768, 1, 12), (1280, 1280, 1, 36)),
+        "ff": _SD_FF,
+        "conv": _CONV + ((1280, 1280, 3, 20), (1280, 1920, 3, 1), (1280, 2560, 3, 5)),
+        "conv1x1": _CONV1X1 + ((320, 320, 1, 10), (640, 640, 1, 10), (1280, 1280, 1, 12), (1280, 2560, 1, 5)),
+        "te": ((768, 768, 1, 48),),
+    },
+    "sd2": {
+        "attention": ((320, 320, 1, 30), (320, 1024, 1, 10), (640, 640, 1, 30), (640, 1024, 1, 10), (1280, 1024, 1, 12), (1280, 1280, 1, 36)),
+        "ff": _SD_FF,
+        "conv": _CONV + ((1280, 1280, 3, 20), (1280, 1920, 3, 1), (1280, 2560, 3, 5)),
+        "conv1x1": _CONV1X1 + ((1280, 2560, 1, 5),),
+        "te": ((1024, 1024, 1, 92),),
+    },
+    "sdxl": {
+        "attention": ((640, 640, 1, 60), (640, 2048, 1, 20), (1280, 1280, 1, 360), (1280, 2048, 1, 120)),
+        "ff": ((640, 2560, 1, 10), (1280, 5120, 1, 60), (5120, 640, 1, 10), (10240, 1280, 1, 60)),
+        "conv": _CONV + ((1280, 1280, 3, 11), (1280, 1920, 3, 1), (1280, 2560, 3, 2)),
+        "conv1x1": _CONV1X1 + ((1280, 2560, 1, 2),),
+        "te": ((768, 768, 1, 48), (1280, 1280, 1, 128)),
+    },
+}
+NETWORK_TYPES = ("lora", "locon", "loha", "lokr")
+FULL_RANK = 1_000_000  # LoKr's full matrix: no layer reaches this rank (engine/training/lora.FULL_RANK)
+
+
+def factorization(dimension: int, factor: int = -1) -> tuple[int, int]:
+    """How LoKr splits a width in two (peft's `factorization`, itself LyCORIS's): (m, n), m * n = dimension."""
+    if factor > 0 and dimension % factor == 0:
+        return factor, dimension // factor
+    if factor == -1:
+        factor = dimension
+    m, n = 1, dimension
+    length = m + n
+    while m < n:
+        new_m = m + 1
+        while dimension % new_m != 0:
+            new_m += 1
+        new_n = dimension // new_m
+        if new_m + new_n > length or new_m > factor:
+            break
+        m, n = new_m, new_n
+    return (n, m) if m > n else (m, n)
+
+
+def module_params(out: int, inp: int, k: int, rank: int, network_type: str = "lora", *, dora: bool = False, factor: int = -1) -> int:
+    """Trainable parameters of one module: LoRA/LoCon r·(in·k² + out) (+ out with DoRA's magnitude), LoHa two
+    such pairs, LoKr a whole w1 (out_l × in_m) ⊗ w2, w2 whole when the rank reaches half its sides, else r·(out_k + in_n·k²)."""
+    flat_in = inp * k * k
+    if network_type in ("lora", "locon"):
+        return rank * (flat_in + out) + (out if dora else 0)
+    if network_type == "loha":
+        return 2 * rank * (flat_in + out)
+    if network_type == "lokr":
+        in_m, in_n = factorization(inp, factor)
+        out_l, out_k = factorization(out, factor)
+        w2_whole = rank >= max(out_k, in_n) / 2
+        return out_l * in_m + (out_k * in_n * k * k if w2_whole else rank * (out_k + in_n * k * k))
+    raise ValueError(f"network_type must be one of {NETWORK_TYPES}, not {network_type!r}")
+
+
+def network_params(kind: str, rank: int, *, network_type: str = "lora", targets: str = "attention", conv_rank: int = 8,
+                   dora: bool = False, factor: int = -1, full_matrix: bool = False, train_text_encoder: bool = False) -> int:
+    """The trainable parameters of a network on the architecture `kind` (exact, as peft builds it)."""
+    layers = LAYERS[kind]
+    if network_type == "lokr" and full_matrix:
+        rank = conv_rank = FULL_RANK
+    groups = [("attention", rank)] + ([("ff", rank)] if targets == "attention+ff" else [])
+    if network_type != "lora":
+        groups += [("conv", conv_rank), ("conv1x1", rank)]
+    if train_text_encoder:
+        groups.append(("te", rank))
+    return sum(n * module_params(o, i, k, r, network_type, dora=dora, factor=factor) for g, r in groups for o, i, k, n in layers[g])
+
+
+def dora_workspace_bytes(kind: str, network_type: str, targets: str) -> int:
+    """DoRA's extra work each step: every module's weight norm of W + ΔW, one whole fp32 weight (and its
+    update) at a time; the largest trained module's."""
+    groups = ["attention"] + (["ff"] if targets == "attention+ff" else []) + (["conv", "conv1x1"] if network_type != "lora" else [])
+    largest = max(o * i * k * k for g in groups for o, i, k, _ in LAYERS[kind][g])
+    return 2 * 4 * largest
+
+
 BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
 # fp32 compute ("no" mixed precision) over 16-bit compute (calibrated on SD1.5 at 512 px): (saved, transient),
 # without and with gradient checkpointing. Not 2.0: under CUDA autocast the norms already run in fp32.
@@ -142,6 +237,11 @@ def estimate_peak_bytes(
     targets: str = "attention",
     optimizer: str = "adamw",
     phase: str = "peak",
+    network_type: str = "lora",
+    conv_rank: int = 8,
+    dora: bool = False,
+    factor: int = -1,
+    full_matrix: bool = False,
 ) -> Estimate:
     """The peak GPU memory of a training run with these settings (bytes, with its parts).
 
@@ -166,9 +266,8 @@ def estimate_peak_bytes(
     te_resident = train_text_encoder or not cache_text_encoder
 
     # LoRA and optimizer state.
-    lora = a.lora_per_rank.get(targets, a.lora_per_rank["attention"]) * rank
-    if train_text_encoder:
-        lora += a.te_lora_per_rank * rank
+    lora = network_params(kind, rank, network_type=network_type, targets=targets, conv_rank=conv_rank, dora=dora,
+                          factor=factor, full_matrix=full_matrix, train_text_encoder=train_text_encoder)
     # fp32 weight + fp32 gradient, and what the optimizer keeps per parameter (each optimizer's is cited there).
     per_param = 4 + 4 + optimizers.state_bytes(optimizer, rank)
     lora_opt = lora * per_param
@@ -194,7 +293,8 @@ def estimate_peak_bytes(
         te_act = sum(n * w for n, w in a.te_layers) * TOKENS * TE_SAVED_VALUES_PER_TOKEN_LAYER * compute_bytes * batch_size
         saved += te_act / (2 if gradient_checkpointing else 1)
     vae_step = 0 if cache_latents else VAE_ENCODE_BYTES_PER_PIXEL * resolution * resolution * batch_size
-    step_workspace = transient + vae_step + fp8_inflight + CUBLAS_WORKSPACE_BYTES
+    dora_work = dora_workspace_bytes(kind, network_type, targets) if dora else 0
+    step_workspace = transient + vae_step + fp8_inflight + dora_work + CUBLAS_WORKSPACE_BYTES
     slack = int(ALLOCATOR_SLACK * (saved + step_workspace))
 
     weights = unet_w + (0 if cache_latents else vae_w) + (te_w if te_resident else 0)

@@ -154,12 +154,9 @@ def _verified(chosen, *, explicit: bool, sink: StreamSink):
 
 
 def _set_strength(modules, strength: float) -> None:
-    from peft.tuners.lora import LoraLayer
+    from lora_studio.engine.training import lora
 
-    for module in modules:
-        for layer in module.modules():
-            if isinstance(layer, LoraLayer):
-                layer.set_scale(ADAPTER, strength)  # absolute: strength x alpha / rank, 1.0 = as trained
+    lora.set_strength(modules, strength, ADAPTER)  # absolute: strength x alpha / rank, 1.0 = as trained, 0 = the base
 
 
 def _load_base(cfg):
@@ -202,12 +199,12 @@ def _render(run_dir: Path, sink: StreamSink, commands: StdinCommands, *, rank=Fa
     models, compute = _load_base(cfg)
     unet, tes, device = models.unet, models.text_encoders, models.unet.device
     # Injected after the move, as the trainer does, so the adapter stays fp32 on a bf16 base.
-    net = lora.lora_config(state["rank"], state["alpha"], lora.unet_targets(cfg.network.targets))
-    lora.add_lora(unet, net)
+    net = lora.network_from_state(state, cfg.network)  # the type, ranks and alphas the checkpoints were trained with
+    lora.add_lora(unet, lora.unet_network(unet, net))
     has_te = any(k.split(".", 1)[0] in lora.TE_PARTS for k in weights[chosen[0][0]])
     if has_te:
         for te in tes:
-            lora.add_lora(te, lora.lora_config(state["rank"], state["alpha"], lora.TEXT_ENCODER))
+            lora.add_lora(te, lora.text_encoder_network(net))
     modules = [unet, *tes, models.vae]
     pipe = sampling.build_pipeline(models, unet, tes)
     pipe.set_progress_bar_config(disable=True)

@@ -118,3 +118,31 @@ def test_report_strings():
     assert fit.fit_report(e, int(e.total_bytes * 0.5)).startswith("does not fit (≈ ")
     assert fit.fit_report(e, int(e.total_bytes * 1.05)).startswith("fits, tightly (≈ ")
     assert fit.fit_report(e, 0).startswith("no GPU found")
+
+
+def test_each_network_type_counts_its_own_parameters():
+    # SD1.5 attention at rank 16: LoRA 3.19 M; DoRA adds one magnitude per output (128 modules' 69,888
+    # outputs); LoCon adds the convolutions (3x3 at conv_rank, 1x1 at the rank); LoHa (on the same layers as
+    # LoCon, as LyCORIS) two pairs per module, twice LoCon.
+    lora = fit.network_params("sd1", 16)
+    assert lora == 199_296 * 16
+    assert fit.network_params("sd1", 16, network_type="loha") == 2 * fit.network_params("sd1", 16, network_type="locon")
+    outputs = sum(o * n for o, _, _, n in fit.LAYERS["sd1"]["attention"])
+    assert fit.network_params("sd1", 16, dora=True) == lora + outputs
+    convs = sum(n * 8 * (i * 9 + o) for o, i, _, n in fit.LAYERS["sd1"]["conv"])
+    shortcuts = sum(n * 16 * (i + o) for o, i, _, n in fit.LAYERS["sd1"]["conv1x1"])
+    assert fit.network_params("sd1", 16, network_type="locon", conv_rank=8) == lora + convs + shortcuts
+    # LoKr: a 320 x 320 layer splits as 16 x 20 both ways (factor -1): w1 16 x 16 and, rank 16 reaching half of 20, w2 whole.
+    assert fit.factorization(320) == (16, 20) and fit.factorization(1280, 8) == (8, 160)
+    assert fit.module_params(320, 320, 1, 16, "lokr") == 16 * 16 + 20 * 20
+    assert fit.module_params(1280, 1280, 1, 4, "lokr", factor=8) == 8 * 8 + 4 * (160 + 160)
+    assert fit.network_params("sd1", 16, network_type="lokr") < lora / 5  # LoKr is small, convolutions and all
+    assert fit.network_params("sd1", 16, network_type="lokr", full_matrix=True) > fit.network_params("sd1", 16, network_type="lokr")
+
+
+def test_the_estimate_follows_the_network_type():
+    parts = {t: est("sd1", network_type=t).parts["lora+optimizer"] for t in fit.NETWORK_TYPES}
+    assert parts["lora"] == 199_296 * 16 * 16
+    assert parts["loha"] == 2 * parts["locon"] and parts["locon"] > parts["lora"] > parts["lokr"]
+    plain, dora = est("sd1"), est("sd1", dora=True)
+    assert dora.parts["workspace"] > plain.parts["workspace"] and dora.total_bytes > plain.total_bytes

@@ -112,17 +112,11 @@ def rank_samples(models, cfg: Config, samples_dir: Path, steps: list[int], *, va
 
 @contextlib.contextmanager
 def base_model(modules):
-    """The modules with every LoRA scale at 0 — exactly the base model — for the judge; restored after."""
-    from peft.tuners.lora import LoraLayer
+    """The modules with every adapter switched off — exactly the base model, DoRA too — for the judge; restored after."""
+    from lora_studio.engine.training import lora
 
-    layers = [layer for m in modules for layer in m.modules() if isinstance(layer, LoraLayer)]
-    try:
-        for layer in layers:
-            layer.scale_layer(0.0)  # scaling *= 0 for the active adapter; unscale_layer() restores alpha / r
+    with lora.adapters_off(modules):
         yield
-    finally:
-        for layer in layers:
-            layer.unscale_layer()
 
 
 def rank_trained_run(trainer, cfg: Config, run_dir: Path, steps: list[int], validation: dict[int, float]) -> Recommendation | None:

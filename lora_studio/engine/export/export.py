@@ -42,18 +42,71 @@ class ExportResult:
     warnings: list[str] = field(default_factory=list)  # e.g. a newer checkpoint was damaged, so an older one was exported
 
 
-def to_kohya(lora: dict[str, torch.Tensor], model_kind: str, alpha: float, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Trainer tensors (`unet.<path>.lora_A.weight` …) -> kohya tensors, all in `dtype`, nothing else."""
+# peft's tensor names (the checkpoint's) -> the file's, which are LyCORIS's (export-contract.md "LyCORIS files").
+PEFT_SUFFIXES = {
+    ".lora_A.weight": "lora_down.weight", ".lora_B.weight": "lora_up.weight", ".lora_magnitude_vector": "dora_scale",
+    ".hada_w1_a": "hada_w1_a", ".hada_w1_b": "hada_w1_b", ".hada_w2_a": "hada_w2_a", ".hada_w2_b": "hada_w2_b",
+    ".lokr_w1": "lokr_w1", ".lokr_w1_a": "lokr_w1_a", ".lokr_w1_b": "lokr_w1_b",
+    ".lokr_w2": "lokr_w2", ".lokr_w2_a": "lokr_w2_a", ".lokr_w2_b": "lokr_w2_b",
+}
+
+
+def _damaged(what: str) -> UserError:
+    return UserError(f"The checkpoint's LoRA module {what}.", hint="The checkpoint is damaged; export another step.", code="bad_checkpoint")
+
+
+def _module_tensors(name: str, t: dict[str, torch.Tensor], rank: int, alpha: float, dim: float) -> tuple[dict[str, torch.Tensor], float]:
+    """One module's tensors as LyCORIS writes them, and the alpha to store beside them."""
+    if "lora_down.weight" in t or "lora_up.weight" in t:
+        if len({"lora_down.weight", "lora_up.weight"} & t.keys()) != 2:
+            raise UserError(f"The checkpoint has only half of the LoRA module {name}.", hint="The checkpoint is damaged; export another step.", code="bad_checkpoint")
+        down, up = t["lora_down.weight"], t["lora_up.weight"]
+        if down.shape[0] != up.shape[1]:
+            raise _damaged(f"{name} has mismatched ranks")
+        out = {"lora_down.weight": down, "lora_up.weight": up}
+        if "dora_scale" in t:
+            # peft keeps the magnitude as [out] (Linear) or [1, out, 1, 1] (Conv2d); LyCORIS writes it along the
+            # output axis with the weight's rank: [out, 1] / [out, 1, 1, 1] (ComfyUI's weight_decompose reads the
+            # axis from dora_scale.shape[0] == out).
+            out["dora_scale"] = t["dora_scale"].reshape(up.shape[0], *[1] * (down.dim() - 1))
+        return out, alpha
+    if "hada_w1_a" in t:
+        if len({"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"} & t.keys()) != 4:
+            raise _damaged(f"{name} lacks one of its four LoHa factors")
+        return dict(t), alpha
+    w1 = "lokr_w1" in t or {"lokr_w1_a", "lokr_w1_b"} <= t.keys()
+    w2 = "lokr_w2" in t or {"lokr_w2_a", "lokr_w2_b"} <= t.keys()
+    if not (w1 and w2):
+        raise _damaged(f"{name} lacks one of its LoKr factors")
+    out = dict(t)
+    if "lokr_w1" in t and "lokr_w2" in t:
+        # Both factors whole: LyCORIS and every loader apply no alpha / rank then (scale 1), while peft scales
+        # by alpha / r; baked into w2 the file applies what was trained. The (unused) alpha is then the network
+        # dim, as LyCORIS stores it.
+        out["lokr_w2"] = t["lokr_w2"] * (alpha / rank)
+        return out, dim
+    return out, alpha
+
+
+def to_kohya(lora: dict[str, torch.Tensor], model_kind: str, alpha: float, dtype: torch.dtype, net=None) -> dict[str, torch.Tensor]:
+    """Trainer tensors (`unet.<path>.lora_A.weight` …) -> kohya/LyCORIS tensors, all in `dtype`, nothing else.
+
+    `net` (the network the checkpoint was trained with, a NetworkConfig) gives each module its rank and alpha
+    (conv_rank / conv_alpha on the 3x3 convolutions); without it every module is a LoRA at `alpha`."""
+    from lora_studio.engine.training import lora as lora_mod
+
     modules: dict[str, dict[str, torch.Tensor]] = {}
+    paths: dict[str, str] = {}
     for key, tensor in lora.items():
         part, _, rest = key.partition(".")
-        for suffix, kohya_suffix in ((".lora_A.weight", "lora_down.weight"), (".lora_B.weight", "lora_up.weight")):
+        for suffix, kohya_suffix in PEFT_SUFFIXES.items():
             if rest.endswith(suffix) and part in PARTS:
                 try:
                     name = kohya.kohya_name(part, rest[: -len(suffix)], model_kind)
                 except ValueError as e:  # e.g. a second text encoder in an SD1 checkpoint
                     raise UserError(f"The checkpoint does not match its model ({e}).", hint="Export a checkpoint of this run's own model.", code="bad_checkpoint") from None
                 modules.setdefault(name, {})[kohya_suffix] = tensor
+                paths[name] = rest[: -len(suffix)]
                 break
         else:
             raise UserError(
@@ -62,18 +115,34 @@ def to_kohya(lora: dict[str, torch.Tensor], model_kind: str, alpha: float, dtype
                 code="bad_checkpoint",
             )
     out: dict[str, torch.Tensor] = {}
-    for name, pair in sorted(modules.items()):
-        if len(pair) != 2:
-            raise UserError(f"The checkpoint has only half of the LoRA module {name}.", hint="The checkpoint is damaged; export another step.", code="bad_checkpoint")
-        down, up = pair["lora_down.weight"], pair["lora_up.weight"]
-        if down.shape[0] != up.shape[1]:
-            raise UserError(f"The checkpoint's LoRA module {name} has mismatched ranks.", hint="The checkpoint is damaged; export another step.", code="bad_checkpoint")
-        out[f"{name}.lora_down.weight"] = down.detach().to("cpu", dtype).contiguous()
-        out[f"{name}.lora_up.weight"] = up.detach().to("cpu", dtype).contiguous()
+    for name, tensors in sorted(modules.items()):
+        rank, module_alpha = lora_mod.module_rank_alpha(paths[name], net) if net is not None else (1, alpha)
+        written, stored_alpha = _module_tensors(name, tensors, rank, module_alpha, float(net.rank if net is not None else alpha))
+        for suffix, tensor in written.items():
+            out[f"{name}.{suffix}"] = tensor.detach().to("cpu", dtype).contiguous()
         # Loaders scale each module by alpha / rank (kohya LoRAModule, diffusers network_alphas); 0-dim, as
         # kohya saves its `alpha` buffer, in the file's one dtype.
-        out[f"{name}.alpha"] = torch.tensor(float(alpha), dtype=dtype)
+        out[f"{name}.alpha"] = torch.tensor(float(stored_alpha), dtype=dtype)
     return out
+
+
+def network_metadata(net) -> dict[str, str]:
+    """`ss_network_module` / `ss_network_args` as kohya and LyCORIS write them: plain LoRA is kohya's
+    `networks.lora` (no args); the rest is `lycoris.kohya` with its arguments as a JSON object of strings."""
+    if net.type == "lora" and not net.dora:
+        return {"ss_network_module": "networks.lora"}
+    args = {"algo": "locon" if net.type == "locon" else net.type}
+    if net.type != "lora":
+        args.update(conv_dim=str(net.conv_rank), conv_alpha=f"{net.conv_alpha:g}")
+    if net.type == "lokr":
+        args["factor"] = str(net.factor)
+        if net.full_matrix:
+            args["full_matrix"] = "True"
+    if net.dropout:
+        args["rank_dropout" if net.type in ("loha", "lokr") else "dropout"] = f"{net.dropout:g}"
+    if net.dora:
+        args["dora_wd"] = "True"
+    return {"ss_network_module": "lycoris.kohya", "ss_network_args": json.dumps(args)}
 
 
 def thumbnail_b64(png: Path, side: int = THUMBNAIL_SIDE) -> str:
@@ -100,10 +169,13 @@ def write_kohya(lora: dict[str, torch.Tensor], state: dict, cfg, out: Path, *, p
     dtype = DTYPES.get(cfg.output.save_dtype)
     if dtype is None:
         raise UserError(f"output.save_dtype is {cfg.output.save_dtype!r}.", hint="Choose fp16, bf16 or fp32.", code="bad_config")
+    from lora_studio.engine.training import lora as lora_mod
+
     _, alpha = kohya.network_rank_alpha(state, cfg)
-    tensors = to_kohya(lora, state["model_kind"], alpha, dtype)
+    tensors = to_kohya(lora, state["model_kind"], alpha, dtype, net=lora_mod.network_from_state(state, cfg.network))
     finished_at = time.time() if finished_at is None else finished_at
     metadata = kohya.build_metadata(state, cfg, finished_at=finished_at, title=cfg.output.name)
+    metadata.update(network_metadata(lora_mod.network_from_state(state, cfg.network)))
     # Computed before the cover image is added, on the ss_* metadata only, as kohya's save_weights does.
     metadata["sshs_model_hash"], metadata["sshs_legacy_hash"] = kohya.precalculate_hashes(tensors, metadata)
     if preview_src is not None:

@@ -1,7 +1,8 @@
 """`lora-studio inspect FILE.safetensors [--base MODEL]`: what a LoRA file holds, from any tool.
 
-Reads kohya files (ours, sd-scripts, most of Civitai), peft/diffusers files (`unet.…lora_A.weight`),
-LyCORIS/LoCon extras (reported, not understood) and files without metadata. Only the header is read
+Reads kohya files (ours, sd-scripts, most of Civitai) with their LyCORIS modules (LoCon, LoHa, LoKr,
+DoRA: the network type is named, and whether diffusers can load it), peft/diffusers files
+(`unet.…lora_A.weight`) and files without metadata. Only the header is read
 for names and shapes (checked against the file's size first, so a damaged file is refused as training
 refuses it, not shown as a LoRA); alphas are read from the file's few 0-dim tensors.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 from lora_studio.core.errors import UserError
 from lora_studio.core.model_kinds import NAMES
-from lora_studio.engine.export import kohya
+from lora_studio.engine.export import kohya, lycoris
 
 # The cross-attention key width is the text embedding width: InvokeAI tells bases apart this way.
 CONTEXT_WIDTHS = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
@@ -43,7 +44,7 @@ def _classify(keys: list[str]) -> tuple[dict[str, str], dict[str, str], list[str
     for key in keys:
         name, _, suffix = key.partition(".")
         part = next((p for prefix, p in _KOHYA_PARTS if name.startswith(prefix)), None)
-        if part and suffix in kohya.SUFFIXES:
+        if part and suffix in lycoris.SUFFIXES:
             kohya_mods[name] = part
             continue
         m = _PEFT.match(key)
@@ -51,7 +52,7 @@ def _classify(keys: list[str]) -> tuple[dict[str, str], dict[str, str], list[str
             module = m.group("module")
             peft_mods[module] = next((p for prefix, p in _PEFT_PARTS if module.startswith(prefix)), "UNet")
             continue
-        extra.append(key)  # LyCORIS (hada_, lokr_), DoRA (dora_scale), embeddings, anything else
+        extra.append(key)  # embeddings, Tucker cores of peft files, anything else
     if kohya_mods and not peft_mods:
         fmt = "kohya"
     elif peft_mods and not kohya_mods:
@@ -127,8 +128,19 @@ def inspect_file(path: str | Path, base: str | Path | None = None) -> dict[str, 
 
     ranks = Counter()
     for key in keys:
-        if key.endswith((".lora_down.weight", ".lora_A.weight")) and header[key]["shape"]:
+        if key.endswith((".lora_down.weight", ".lora_A.weight", ".hada_w1_b", ".lokr_w1_b", ".lokr_w2_b")) and header[key]["shape"]:
             ranks[header[key]["shape"][0]] += 1
+    suffixes: dict[str, set[str]] = {}
+    for key in keys:
+        name, _, suffix = key.partition(".")
+        if name in kohya_mods:
+            suffixes.setdefault(name, set()).add(suffix)
+    # A LoRA on convolutions with a kernel (not the 1x1 proj_in / proj_out kohya's plain LoRA trains) is a LoCon.
+    convs = sum(1 for k in keys if k.endswith(".lora_down.weight") and len(header[k]["shape"]) == 4 and header[k]["shape"][2:] != [1, 1])
+    net_kind, dora = lycoris.network_type(suffixes, convs)
+    if not kohya_mods and peft_mods:
+        net_kind, dora = "lora", any("lora_magnitude_vector" in k for k in keys)
+    loads, loads_note = lycoris.diffusers_loads(net_kind, dora)
     if "TE2" in peft_mods.values():  # diffusers' `text_encoder` is SDXL's first encoder
         peft_mods = {m: ("TE1" if p == "TE" else p) for m, p in peft_mods.items()}
     parts = Counter(kohya_mods.values()) + Counter(peft_mods.values())
@@ -155,6 +167,11 @@ def inspect_file(path: str | Path, base: str | Path | None = None) -> dict[str, 
         "alphas": alphas,
         "modules": {p: parts[p] for p in ("UNet", "TE", "TE1", "TE2") if parts[p]},
         "module_count": len(kohya_mods) + len(peft_mods),
+        "network_type": net_kind,
+        "network_label": lycoris.TYPE_NAMES.get(net_kind, net_kind) + (" with DoRA" if dora else ""),
+        "dora": dora,
+        "diffusers_loads": loads,
+        "diffusers_note": loads_note,
         "dtypes": sorted({header[k]["dtype"] for k in keys}),
         "extra_keys": extra[:20],
         "extra_key_count": len(extra),
@@ -169,6 +186,7 @@ def inspect_file(path: str | Path, base: str | Path | None = None) -> dict[str, 
             "resolution": md.get("modelspec.resolution") or md.get("ss_resolution"),
             "base_model": md.get("ss_sd_model_name"),
             "network": md.get("ss_network_module"),
+            "network_args": md.get("ss_network_args"),
             "dim": md.get("ss_network_dim"),
             "alpha": md.get("ss_network_alpha"),
             "started": _date(md.get("ss_training_started_at")),
@@ -200,6 +218,8 @@ def format_info(info: dict[str, Any]) -> str:
         lines.append(f"  prediction: {info['prediction']}")
     mods = ", ".join(f"{p} {n}" for p, n in info["modules"].items()) or "none"
     lines.append(f"  modules: {info['module_count']} ({mods})")
+    if info["network_type"] != "none":
+        lines.append(f"  network: {info['network_label']} ({info['diffusers_note']})")
     lines.append(f"  rank: {', '.join(map(str, info['ranks'])) or '?'}   alpha: {', '.join(f'{a:g}' for a in info['alphas']) or 'not stored (= rank)'}")
     lines.append(f"  dtype: {', '.join(info['dtypes'])}")
     if info["extra_key_count"]:

@@ -9,6 +9,7 @@ architecture, with the shapes that module implies, and nothing else may be in th
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,10 @@ import torch
 
 from lora_studio.core.model_kinds import KINDS, shipped_config
 from lora_studio.engine.export import kohya
+from lora_studio.engine.export.lycoris import LOHA_SUFFIXES, LORA_SUFFIXES, SUFFIXES, TUCKER_SUFFIXES, module_type
 
 RANK = -1  # stands for the LoRA rank in reference shapes
+
 Shape = tuple[int, ...]
 Reference = dict[str, tuple[Shape, Shape]]
 FLOATS = ("F16", "BF16", "F32", "F64")
@@ -140,16 +143,17 @@ def check_tensors(header: dict[str, Any], reference: Reference | None) -> list[s
         if not name.startswith(kohya.PREFIXES):
             problems.append(f"The key {key} does not start with lora_unet_, lora_te_, lora_te1_ or lora_te2_: diffusers then no longer reads the file as kohya and drops the other modules, and other UIs skip it.")
             continue
-        if suffix not in kohya.SUFFIXES:
-            problems.append(f"The key {key} is a stray key (only .lora_down.weight, .lora_up.weight and .alpha belong in the file): diffusers raises on it and ComfyUI warns \"lora key not loaded\".")
+        if suffix not in SUFFIXES:
+            problems.append(f"The key {key} is a stray key (a LoRA, LoCon, LoHa or LoKr module holds only {', '.join(SUFFIXES)}): diffusers raises on it and ComfyUI warns \"lora key not loaded\".")
             continue
         modules.setdefault(name, {})[suffix] = info
     for name, parts in modules.items():
-        down, up, alpha = parts.get("lora_down.weight"), parts.get("lora_up.weight"), parts.get("alpha")
-        if down is None or up is None:
-            missing = "lora_down.weight" if down is None else "lora_up.weight"
-            problems.append(f"The module {name} has no {missing}: loaders cannot apply half a LoRA module.")
+        shapes = {k: tuple(v["shape"]) for k, v in parts.items()}
+        problem = _incomplete(name, shapes)
+        if problem:
+            problems.append(problem)
             continue
+        alpha = parts.get("alpha")
         if alpha is None:
             problems.append(f"The module {name} has no alpha: loaders would fall back to alpha = rank and apply it at the wrong strength.")
         elif alpha["shape"] != []:
@@ -163,11 +167,9 @@ def check_tensors(header: dict[str, Any], reference: Reference | None) -> list[s
         if name not in reference:
             problems.append(f"The name {name} maps to no module of the base model: UIs report \"lora key not loaded\" and skip it.")
             continue
-        exp_down, exp_up = reference[name]
-        d, u = tuple(down["shape"]), tuple(up["shape"])
-        rank = d[0] if d else -2
-        if not (_fits(d, exp_down, rank) and _fits(u, exp_up, rank)):
-            problems.append(f"The module {name} has shapes down {list(d)} / up {list(u)}, but the base model's module needs down {_show(exp_down)} / up {_show(exp_up)}.")
+        problem = _shape_problem(name, shapes, reference[name])
+        if problem:
+            problems.append(problem)
     dtypes = Counter(info["dtype"] for info in entries.values())
     if len(dtypes) > 1:
         problems.append(f"The tensors mix dtypes ({', '.join(f'{n} {d}' for d, n in dtypes.most_common())}); a LoRA file should use one.")
@@ -175,6 +177,64 @@ def check_tensors(header: dict[str, Any], reference: Reference | None) -> list[s
     if odd:
         problems.append(f"The file holds non-float tensors ({', '.join(odd)}).")
     return problems
+
+
+def _incomplete(name: str, shapes: dict[str, Shape]) -> str | None:
+    kind = module_type(shapes)
+    if kind.startswith("lora"):
+        missing = [k for k in LORA_SUFFIXES if k not in shapes]
+        if missing:
+            return f"The module {name} has no {missing[0]}: loaders cannot apply half a LoRA module."
+    elif kind.startswith("loha"):
+        missing = [k for k in LOHA_SUFFIXES if k not in shapes]
+        if missing:
+            return f"The LoHa module {name} has no {missing[0]}: loaders need all four factors."
+    else:
+        for w in ("lokr_w1", "lokr_w2"):
+            if w not in shapes and not (f"{w}_a" in shapes and f"{w}_b" in shapes):
+                return f"The LoKr module {name} has neither {w} nor {w}_a and {w}_b: loaders cannot rebuild it."
+    return None
+
+
+def _shape_problem(name: str, shapes: dict[str, Shape], reference: tuple[Shape, Shape]) -> str | None:
+    """What is wrong with one module's shapes against its base module (None: each fits as loaders apply it)."""
+    exp_down, exp_up = reference
+    weight = (exp_up[0], *exp_down[1:])  # the base module's weight: [out, in] or [out, in, kh, kw]
+    out, flat_in = weight[0], math.prod(weight[1:])
+    kind = module_type(shapes)
+    if any(k in shapes for k in TUCKER_SUFFIXES):
+        return None  # Tucker-decomposed modules (not ours): the names are checked, not the cores' shapes
+    if kind.startswith("lora"):
+        d, u = shapes["lora_down.weight"], shapes["lora_up.weight"]
+        rank = d[0] if d else -2
+        if not (_fits(d, exp_down, rank) and _fits(u, exp_up, rank)):
+            return f"The module {name} has shapes down {list(d)} / up {list(u)}, but the base model's module needs down {_show(exp_down)} / up {_show(exp_up)}."
+    elif kind.startswith("loha"):
+        w1a, w1b, w2a, w2b = (shapes[k] for k in LOHA_SUFFIXES)
+        ok = all(len(s) == 2 for s in (w1a, w1b, w2a, w2b)) and w1a[0] == w2a[0] == out and w1b[1] == w2b[1] == flat_in \
+            and w1a[1] == w1b[0] and w2a[1] == w2b[0]
+        if not ok:
+            return (f"The LoHa module {name} has factors {list(w1a)} x {list(w1b)} and {list(w2a)} x {list(w2b)}, but the base "
+                    f"model's module needs [{out}, rank] x [rank, {flat_in}] for both.")
+    else:
+        w1 = shapes.get("lokr_w1") or _product(shapes.get("lokr_w1_a"), shapes.get("lokr_w1_b"))
+        w2 = shapes.get("lokr_w2") or _product(shapes.get("lokr_w2_a"), shapes.get("lokr_w2_b"))
+        ok = w1 is not None and w2 is not None and len(w1) == 2 and w1[0] * w2[0] == out and w1[1] * math.prod(w2[1:]) == flat_in \
+            and (len(w2) == 2 or tuple(w2[2:]) == tuple(weight[2:]))
+        if not ok:
+            return (f"The LoKr module {name} has factors {w1 and list(w1)} and {w2 and list(w2)}, whose Kronecker product does not "
+                    f"make the base model's weight {list(weight)}.")
+    if "dora_scale" in shapes:
+        expected = (out, *[1] * (len(weight) - 1))
+        if shapes["dora_scale"] != expected:
+            return f"The dora_scale of {name} has shape {list(shapes['dora_scale'])}; LyCORIS writes it along the output axis, {list(expected)}."
+    return None
+
+
+def _product(a: Shape | None, b: Shape | None) -> Shape | None:
+    if a is None or b is None or len(a) != 2 or len(b) != 2 or a[1] != b[0]:
+        return None
+    return (a[0], b[1])
 
 
 def _fits(actual: Shape, expected: Shape, rank: int) -> bool:

@@ -198,7 +198,7 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
 
     info = {
         "model_kind": models.kind, "prediction": models.prediction, "base_model": cfg.model.base, "base_name": models.base_name,
-        "rank": cfg.network.rank, "alpha": cfg.network.alpha, "resolution": cfg.train.resolution,
+        "rank": cfg.network.rank, "alpha": cfg.network.alpha, "network": lora.network_state(cfg.network), "resolution": cfg.train.resolution,
         "num_train_images": len(data.items), "max_steps": total, "batch_size": cfg.train.batch_size,
         "dataset_dirs": data.dataset_dirs(), "tag_frequency": tag_frequency(data.items),
         "bucket_info": bucket_info(plan.items, plan.buckets), "training_started_at": started_at,

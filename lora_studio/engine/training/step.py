@@ -73,8 +73,7 @@ class Trainer:
         net = cfg.network
         self._te_params = []
         if self.train_te:
-            te_cfg = lora.lora_config(net.rank, net.alpha, lora.TEXT_ENCODER, net.dropout)
-            self._te_params = [p for te in tes for p in lora.add_lora(te, te_cfg)]
+            self._te_params = [p for te in tes for p in lora.add_lora(te, lora.text_encoder_network(net))]
 
     def ready(self) -> None:
         """Put the UNet on the device with its LoRA, build the optimizer and hand both to accelerate."""
@@ -82,7 +81,7 @@ class Trainer:
             return
         cfg, net, unet, tes = self.cfg, self.cfg.network, self.models.unet, self.models.text_encoders
         self._place(unet)
-        params = lora.add_lora(unet, lora.lora_config(net.rank, net.alpha, lora.unet_targets(net.targets), net.dropout))
+        params = lora.add_lora(unet, lora.unet_network(unet, net))
         groups = [{"params": params, "lr": cfg.train.learning_rate}]
         if self.train_te:
             groups.append({"params": self._te_params, "lr": net.text_encoder_lr})

@@ -102,11 +102,12 @@ def test_inspects_a_file_without_metadata_and_with_lycoris_keys(tmp_path):
     save_file(t, str(tmp_path / "locon.safetensors"))
     info = inspect_file(tmp_path / "locon.safetensors")
     assert not info["has_metadata"] and info["metadata"]["name"] is None
-    assert info["architecture"] == "sd2" and info["format"] == "kohya with extra keys"
-    assert info["extra_key_count"] == 2 and info["alphas"] == [1.0, 8.0]
-    assert info["ranks"] == [16] and info["trigger_words"] == [] and info["top_tags"] == []
+    assert info["architecture"] == "sd2" and info["format"] == "kohya"
+    assert info["extra_key_count"] == 0 and info["alphas"] == [1.0, 8.0] and info["module_count"] == 2
+    assert info["ranks"] == [4, 16] and info["trigger_words"] == [] and info["top_tags"] == []
+    assert info["network_type"] == "mixed" and not info["diffusers_loads"]  # a LoRA module beside a LoHa one
     text = format_info(info)
-    assert "no metadata" in text and "not plain LoRA" in text
+    assert "no metadata" in text and "cannot load" in text
 
 
 def test_not_a_lora_file(tmp_path):

@@ -136,8 +136,8 @@ def test_catches_a_wrong_shape(sd1, tmp_path):
 
 def test_catches_stray_keys(sd1, tmp_path):
     def add(t):
-        t[f"{Q}.lora_mid.weight"] = torch.zeros(R, R, 3, 3, dtype=torch.float16)  # a LoCon/Tucker key
-        t[f"{Q}.dora_scale"] = torch.ones(1, 32, dtype=torch.float16)
+        t[f"{Q}.lora_magnitude_vector"] = torch.ones(32, dtype=torch.float16)  # peft's DoRA name, not LyCORIS's dora_scale
+        t[f"{Q}.lora_middle.weight"] = torch.zeros(R, R, 3, 3, dtype=torch.float16)
     problems = _problems(sd1, tmp_path, add)
     assert len(problems) == 2 and all("is a stray key" in p for p in problems)
     # diffusers refuses such a file outright: verification agrees with the loader.
@@ -216,3 +216,11 @@ def test_reference_for_a_single_file_checkpoint(tmp_path):
     ref = reference_for_base(path)
     assert ref == reference_modules("sdxl", parts["unet"], [parts["text_encoder"], parts["text_encoder_2"]])
     assert ref["lora_te2_text_model_encoder_layers_1_self_attn_q_proj"] == ((RANK, 48), (48, RANK))
+
+
+def test_catches_a_dora_scale_on_the_input_axis(sd1, tmp_path):
+    # LyCORIS writes the magnitude along the output axis ([out, 1]); [1, in] is the older orientation.
+    def add(t):
+        t[f"{Q}.dora_scale"] = torch.ones(1, 32, dtype=torch.float16)
+    (p,) = _problems(sd1, tmp_path, add)
+    assert Q in p and "output axis" in p and "[32, 1]" in p
