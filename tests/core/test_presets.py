@@ -16,6 +16,14 @@ def test_sd15_preset_values():
     assert cfg.train.lr_scheduler == "cosine"
 
 
+def test_sd15_prodigy_locon_preset_values():
+    preset = get_preset("style-sd15-prodigy-locon")
+    assert preset.label == "Style — SD 1.5, Prodigy + LoCon"
+    cfg = apply_preset(Config(), "style-sd15-prodigy-locon")
+    assert (cfg.network.type, cfg.network.rank, cfg.network.conv_rank, cfg.network.conv_alpha, cfg.network.dora) == ("locon", 16, 8, 4.0, False)
+    assert (cfg.train.optimizer, cfg.train.learning_rate, cfg.train.resolution, cfg.train.batch_size) == ("prodigy", 1.0, 512, 2)
+
+
 def test_sdxl_preset_values():
     cfg = apply_preset(Config(), "style-sdxl")
     assert (cfg.network.rank, cfg.network.alpha, cfg.train.learning_rate) == (16, 16.0, 1e-4)

@@ -22,7 +22,8 @@ ESSENTIALS = ("model.base", "train.max_steps", "train.epochs", "network.rank", "
 
 # The Advanced section: (group, keys), in the order shown. The editor follows the value's type.
 ADVANCED: list[tuple[str, list[str]]] = [
-    ("Network", ["network.alpha", "network.targets", "network.dropout", "network.train_text_encoder", "network.text_encoder_lr"]),
+    ("Network", ["network.type", "network.alpha", "network.targets", "network.conv_rank", "network.conv_alpha", "network.factor",
+                 "network.full_matrix", "network.dora", "network.dropout", "network.train_text_encoder", "network.text_encoder_lr"]),
     ("Training", ["train.lr_scheduler", "train.lr_cycles", "train.lr_power", "train.warmup_steps", "train.optimizer", "train.gradient_accumulation",
                   "train.weight_decay", "train.max_grad_norm", "train.mixed_precision", "train.base_weights",
                   "train.gradient_checkpointing", "train.cache_latents", "train.cache_text_encoder", "train.noise_offset",
@@ -52,11 +53,16 @@ APPLIES: dict[str, Callable[[Config], bool]] = {
     "train.style_snr_std": lambda cfg: cfg.train.timestep_sampling == "style",
     "train.huber_schedule": lambda cfg: cfg.train.loss == "huber",
     "train.huber_c": lambda cfg: cfg.train.loss == "huber",
+    "network.conv_rank": lambda cfg: cfg.network.type in ("locon", "loha", "lokr"),
+    "network.conv_alpha": lambda cfg: cfg.network.type in ("locon", "loha", "lokr"),
+    "network.factor": lambda cfg: cfg.network.type == "lokr",
+    "network.full_matrix": lambda cfg: cfg.network.type == "lokr",
+    "network.dora": lambda cfg: cfg.network.type in ("lora", "locon"),
     "train.ema_decay": lambda cfg: cfg.train.ema,
     "train.ema_on_cpu": lambda cfg: cfg.train.ema,
 }
 # The keys whose value decides whether another row applies (the panel re-checks on their change).
-APPLIES_ON = frozenset({"train.lr_scheduler", "train.timestep_sampling", "train.loss", "train.ema"})
+APPLIES_ON = frozenset({"train.lr_scheduler", "train.timestep_sampling", "train.loss", "network.type", "train.ema"})
 
 # Set in the Dataset tab (the folder buttons and a drop; Exclude / Include), not in Settings.
 DATASET_TAB = ("dataset.path", "dataset.exclude")

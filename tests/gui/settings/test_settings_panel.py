@@ -309,3 +309,20 @@ def test_switching_the_optimizer_keeps_only_the_arguments_the_new_one_takes(qtbo
     store.set("train.optimizer", "lion")  # lion takes betas, not d_coef
     assert store.get("train.optimizer_args") == {"betas": [0.9, 0.99]}
     assert not store.problems_for("train.optimizer_args")  # Start is not blocked by an argument the app cannot edit
+
+
+def test_network_options_show_only_with_the_type_that_uses_them(qtbot, tmp_path, isolated_settings):
+    project, store, panel = _panel(qtbot, tmp_path, find_models=False)
+    panel.show()
+    panel.advanced_toggle.setChecked(True)
+    w = panel.advanced_widgets
+    conv, factor, full, dora = w["network.conv_rank"], w["network.factor"], w["network.full_matrix"], w["network.dora"]
+    assert store.get("network.type") == "lora"
+    assert dora.isVisible() and not conv.isVisible() and not factor.isVisible() and not full.isVisible()
+    w["network.type"].setCurrentIndex(w["network.type"].findData("locon"))
+    assert store.get("network.type") == "locon"
+    assert conv.isVisible() and w["network.conv_alpha"].isVisible() and dora.isVisible() and not factor.isVisible()
+    store.set("network.type", "lokr")
+    assert conv.isVisible() and factor.isVisible() and full.isVisible() and not dora.isVisible()
+    store.set("network.type", "loha")
+    assert conv.isVisible() and not factor.isVisible() and not dora.isVisible()
