@@ -97,3 +97,19 @@ def test_the_setting_turns_zero_snr_on_and_the_sampler_follows(tmp_path):
     assert any("zero terminal SNR (from train.zero_terminal_snr)" in n for n in models.notes)
     assert sampling.sampler_config(models)["timestep_spacing"] == "trailing"
     assert sampling.guidance_rescale(models) == 0.7
+
+
+def test_a_diffusers_folder_says_it_in_its_scheduler_config_and_training_reaches_zero_snr(tmp_path):
+    import json
+
+    from lora_studio.core.config import ModelConfig
+    from lora_studio.engine.models.load import load_models
+
+    folder = tiny.save_diffusers(tmp_path / "tiny-v", "sd1", "v")
+    sched_file = folder / "scheduler" / "scheduler_config.json"
+    sched_file.write_text(json.dumps({**json.loads(sched_file.read_text()), "rescale_betas_zero_snr": True}))
+    models = load_models(ModelConfig(base=str(folder)))
+    assert models.zero_terminal_snr and models.prediction == "v"
+    assert "v-prediction (from the scheduler config) with zero terminal SNR (from the scheduler config)" in models.notes
+    # The training schedule (step.Trainer builds it from this config) ends at pure noise.
+    assert DDPMScheduler.from_config(models.scheduler_config).alphas_cumprod[-1] == 0
