@@ -121,7 +121,7 @@ def test_report_strings():
 
 
 def test_each_network_type_counts_its_own_parameters():
-    # SD1.5 attention at rank 16: LoRA 3.19 M; DoRA adds one magnitude per output (128 modules' 69,888
+    # SD1.5 attention at rank 16: LoRA 3.19 M; DoRA adds one magnitude per output (128 modules' 99,840
     # outputs); LoCon adds the convolutions (3x3 at conv_rank, 1x1 at the rank); LoHa (on the same layers as
     # LoCon, as LyCORIS) two pairs per module, twice LoCon.
     lora = fit.network_params("sd1", 16)

@@ -88,6 +88,18 @@ def test_dry_run_report_counts_the_optimizers_state():
     assert [part(o) for o in ("adamw", "prodigy", "adafactor")] == ["0.4 GB", "0.6 GB", "0.2 GB"]
 
 
+def test_dry_run_report_names_the_network_and_its_parameters():
+    def report(**network):
+        return fit_advice.dry_run_report(_cfg(kind="sd1", resolution=512).replace(network=network), 24 * GB)
+
+    assert "Network: LoRA, 3.19 M trainable parameters." in report()
+    assert "Network: LoCon with DoRA, " in report(type="locon", dora=True)
+    params = {t: float(report(type=t).split("Network: ")[1].split(", ")[1].split(" M")[0]) for t in ("lora", "locon", "loha", "lokr")}
+    assert params["loha"] > params["locon"] > params["lora"] > params["lokr"]
+    assert fit_advice.estimate_for_config(_cfg(kind="sd1").replace(network={"type": "loha"})).parts["lora+optimizer"] == \
+        fit.network_params("sd1", 16, network_type="loha") * 16
+
+
 def test_the_settings_tab_line_gives_the_verdict_and_the_nearest_fix():
     cfg = _cfg(kind="sdxl", resolution=1024, batch_size=2, gradient_checkpointing=False, base_weights="bf16", mixed_precision="bf16")
     summary = fit_advice.memory_summary(cfg, 8 * GB, "NVIDIA GeForce RTX 3070")

@@ -102,3 +102,20 @@ def test_strength_zero_is_the_base_model(name):
             off = unet(sample, t, ctx).sample
     assert (changed - before).abs().max() > 1e-3
     assert torch.allclose(at_zero, before, atol=1e-6) and torch.allclose(off, before, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["locon_dora", "loha", "lokr"])
+def test_every_type_trains_on_fp8_base_weights(name):
+    # fp8 storage (engine/training/fp8.py) hands each layer an upcast weight: DoRA's weight norm and the
+    # LyCORIS types' merged weights read it like any other.
+    from lora_studio.engine.models import tiny
+    from lora_studio.engine.training.fp8 import store_in_fp8
+
+    torch.manual_seed(0)
+    unet = tiny.unet("sd1").requires_grad_(False)
+    store_in_fp8(unet, torch.float32)
+    params = lora.add_lora(unet, lora.unet_network(unet, config_mod.NetworkConfig(**network(name))))
+    sample, t, ctx = torch.randn(1, 4, 8, 8), torch.tensor([10]), torch.randn(1, 4, unet.config.cross_attention_dim)
+    unet(sample, t, ctx).sample.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in params)
+    assert any(p.grad.abs().sum() > 0 for p in params)
