@@ -71,6 +71,9 @@ class DatasetConfig:
     caption_dropout: float = setting(0.0, "Caption dropout", "Chance of training an image with no caption.", min=0.0, max=1.0)
     flip: bool = setting(False, "Flip images", "Mirror images at random; doubles the variety for symmetric styles.")
     random_crop: bool = setting(False, "Random crop", "Crop a random part of an image that is larger than its bucket, not the centre.")
+    # Masks (core/dataset.find_mask): masks/<stem>.png beside the image, else the image's own alpha channel.
+    masked_loss: bool = setting(False, "Masked loss", "Train only where each image's mask is white (its alpha channel, or a "
+                                "same-name file in a masks folder beside it); black is ignored, grey counts partly.")
     # 0 is automatic (smallest_bucket_side): a fixed 256 would leave no bucket at all below 256 px.
     min_bucket_side: int = setting(0, "Smallest bucket side", "Images train at shapes whose sides are at least this. 0 picks it "
                                    "from the resolution: half of it, at most 256, in whole bucket steps.", min=0, max=4096)
@@ -108,6 +111,11 @@ class NetworkConfig:
     factor: int = setting(-1, "LoKr factor", "How LoKr splits each layer: -1 splits it evenly; 4 to 16 gives bigger, finer files.",
                           min=-1, max=1024)
     full_matrix: bool = setting(False, "LoKr full matrix", "Trains LoKr's second factor whole instead of at the rank: larger file, more capacity.")
+
+    @property
+    def uses_dora(self) -> bool:
+        # DoRA is a LoRA / LoCon option; with loha or lokr the setting is kept (and hidden in the app) but unused.
+        return self.dora and self.type in ("lora", "locon")
 
 
 @dataclass
@@ -416,8 +424,6 @@ def validate(cfg: Config) -> list[Problem]:
     t = cfg.train
     problems += optimizers.arg_problems(t.optimizer, t.optimizer_args)
     problems += optimizers.schedule_problems(t.optimizer, t.optimizer_args, t.lr_scheduler)
-    if cfg.network.dora and cfg.network.type not in ("lora", "locon"):
-        problems.append(Problem("network.dora", f"is on, but {{network.type}} is {cfg.network.type}; DoRA works with lora or locon, so choose one of them or turn DoRA off."))
     if cfg.network.factor == 0:
         problems.append(Problem("network.factor", "is 0; use -1 to split each layer evenly, or a whole number such as 8."))
     if t.min_timestep >= t.max_timestep:

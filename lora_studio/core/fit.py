@@ -293,7 +293,7 @@ def estimate_peak_bytes(
         te_act = sum(n * w for n, w in a.te_layers) * TOKENS * TE_SAVED_VALUES_PER_TOKEN_LAYER * compute_bytes * batch_size
         saved += te_act / (2 if gradient_checkpointing else 1)
     vae_step = 0 if cache_latents else VAE_ENCODE_BYTES_PER_PIXEL * resolution * resolution * batch_size
-    dora_work = dora_workspace_bytes(kind, network_type, targets) if dora else 0
+    dora_work = dora_workspace_bytes(kind, network_type, targets) if dora and network_type in ("lora", "locon") else 0
     step_workspace = transient + vae_step + fp8_inflight + dora_work + CUBLAS_WORKSPACE_BYTES
     slack = int(ALLOCATOR_SLACK * (saved + step_workspace))
 

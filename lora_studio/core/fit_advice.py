@@ -22,7 +22,7 @@ def estimate_for_config(cfg: Any, *, on_gpu: bool = True) -> Estimate:
         gradient_checkpointing=t.gradient_checkpointing, base_weights=t.base_weights,
         train_text_encoder=n.train_text_encoder, cache_latents=t.cache_latents,
         cache_text_encoder=t.cache_text_encoder, mixed_precision=mixed,
-        targets=n.targets, optimizer=t.optimizer, network_type=n.type, conv_rank=n.conv_rank, dora=n.dora,
+        targets=n.targets, optimizer=t.optimizer, network_type=n.type, conv_rank=n.conv_rank, dora=n.uses_dora,
         factor=n.factor, full_matrix=n.full_matrix,
     )
 
@@ -133,8 +133,8 @@ def dry_run_report(cfg: Any, gpu_total_bytes: int) -> str:
     est = estimate_for_config(cfg, on_gpu=bool(gpu_total_bytes))
     parts = ", ".join(f"{k} {_gb(v)}" for k, v in est.parts.items())
     n = cfg.network
-    net = {"lora": "LoRA", "locon": "LoCon", "loha": "LoHa", "lokr": "LoKr"}.get(n.type, n.type) + (" with DoRA" if n.dora else "")
-    trainable = network_params(guess_kind(cfg), n.rank, network_type=n.type, targets=n.targets, conv_rank=n.conv_rank, dora=n.dora,
+    net = {"lora": "LoRA", "locon": "LoCon", "loha": "LoHa", "lokr": "LoKr"}.get(n.type, n.type) + (" with DoRA" if n.uses_dora else "")
+    trainable = network_params(guess_kind(cfg), n.rank, network_type=n.type, targets=n.targets, conv_rank=n.conv_rank, dora=n.uses_dora,
                                factor=n.factor, full_matrix=n.full_matrix, train_text_encoder=n.train_text_encoder)
     lines = [f"Memory estimate ({guess_kind(cfg)}, {cfg.train.resolution} px, batch {cfg.train.batch_size}): "
              f"≈ {_gb(est.total_bytes)} at the {est.phase} peak ({parts}).",

@@ -129,7 +129,7 @@ def to_kohya(lora: dict[str, torch.Tensor], model_kind: str, alpha: float, dtype
 def network_metadata(net) -> dict[str, str]:
     """`ss_network_module` / `ss_network_args` as kohya and LyCORIS write them: plain LoRA is kohya's
     `networks.lora` (no args); the rest is `lycoris.kohya` with its arguments as a JSON object of strings."""
-    if net.type == "lora" and not net.dora:
+    if net.type == "lora" and not net.uses_dora:
         return {"ss_network_module": "networks.lora"}
     args = {"algo": "locon" if net.type == "locon" else net.type}
     if net.type != "lora":
@@ -140,7 +140,7 @@ def network_metadata(net) -> dict[str, str]:
             args["full_matrix"] = "True"
     if net.dropout:
         args["rank_dropout" if net.type in ("loha", "lokr") else "dropout"] = f"{net.dropout:g}"
-    if net.dora:
+    if net.uses_dora:
         args["dora_wd"] = "True"
     return {"ss_network_module": "lycoris.kohya", "ss_network_args": json.dumps(args)}
 

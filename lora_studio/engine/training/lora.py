@@ -84,7 +84,7 @@ def network_config(net, targets: list[str]):
     if net.type in ("lora", "locon"):
         # init_lora_weights=True: A Kaiming-uniform, B zero, so step 0 is exactly the base model.
         return LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=net.dropout, init_lora_weights=True,
-                          use_dora=net.dora, rank_pattern=rank_pattern, alpha_pattern=alpha_pattern)
+                          use_dora=net.uses_dora, rank_pattern=rank_pattern, alpha_pattern=alpha_pattern)
     # LyCORIS types: peft's default init zeroes one factor (LoHa hada_w2_b, LoKr lokr_w1), so step 0 is the
     # base model too. Dropout drops whole ranks, LyCORIS's rank_dropout.
     common = dict(r=rank, alpha=alpha, target_modules=targets, rank_dropout=net.dropout, rank_pattern=rank_pattern, alpha_pattern=alpha_pattern)

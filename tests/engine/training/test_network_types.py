@@ -119,3 +119,23 @@ def test_every_type_trains_on_fp8_base_weights(name):
     unet(sample, t, ctx).sample.square().mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in params)
     assert any(p.grad.abs().sum() > 0 for p in params)
+
+
+def test_dora_left_on_with_loha_or_lokr_is_kept_but_unused():
+    # The app hides DoRA for loha / lokr (places.APPLIES) and keeps its value, so it must neither block
+    # the run nor change it.
+    from lora_studio.core.config import validate
+    from lora_studio.core.fit import network_params
+    from lora_studio.engine.export.export import network_metadata
+    from lora_studio.engine.models import tiny
+
+    for kind in ("loha", "lokr"):
+        net = config_mod.NetworkConfig(type=kind, dora=True)
+        assert not net.uses_dora
+        cfg = config_mod.Config().replace(network={"type": kind, "dora": True}, model={"base": "m"}, dataset={"path": "d"}, output={"dir": "o"})
+        assert validate(cfg) == []
+        assert "dora_wd" not in network_metadata(net)["ss_network_args"]
+        assert network_params("sd1", 16, network_type=kind, dora=True) == network_params("sd1", 16, network_type=kind)
+        unet = tiny.unet("sd1")
+        lora.add_lora(unet, lora.unet_network(unet, net))
+        assert not any("magnitude" in k for k in lora.lora_state(unet))
