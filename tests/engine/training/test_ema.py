@@ -64,7 +64,8 @@ def dataset(tmp_path_factory):
 
 
 def test_checkpoints_and_exports_hold_the_average_and_training_is_unchanged(tiny_model_dir, dataset, tmp_path):
-    common = {"max_steps": 6, "checkpoint_every": 3, "learning_rate": 5e-3}
+    # Two micro-batches a step: the average moves once per optimizer step, not per micro-batch.
+    common = {"max_steps": 6, "checkpoint_every": 3, "learning_rate": 5e-3, "batch_size": 1, "gradient_accumulation": 2}
     plain = tiny_config(tiny_model_dir, dataset, tmp_path / "plain", train=common)
     averaged = tiny_config(tiny_model_dir, dataset, tmp_path / "ema", train={**common, "ema": True, "ema_decay": 0.9})
     train(plain, ev.ListSink())
