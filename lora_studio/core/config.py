@@ -71,6 +71,9 @@ class DatasetConfig:
     caption_dropout: float = setting(0.0, "Caption dropout", "Chance of training an image with no caption.", min=0.0, max=1.0)
     flip: bool = setting(False, "Flip images", "Mirror images at random; doubles the variety for symmetric styles.")
     random_crop: bool = setting(False, "Random crop", "Crop a random part of an image that is larger than its bucket, not the centre.")
+    # Masks (core/dataset.find_mask): masks/<stem>.png beside the image, else the image's own alpha channel.
+    masked_loss: bool = setting(False, "Masked loss", "Train only where each image's mask is white (its alpha channel, or a "
+                                "same-name file in a masks folder beside it); black is ignored, grey counts partly.")
     # 0 is automatic (smallest_bucket_side): a fixed 256 would leave no bucket at all below 256 px.
     min_bucket_side: int = setting(0, "Smallest bucket side", "Images train at shapes whose sides are at least this. 0 picks it "
                                    "from the resolution: half of it, at most 256, in whole bucket steps.", min=0, max=4096)

@@ -8,7 +8,8 @@ Layout rules (kohya-compatible, so an existing sd-scripts folder works unchanged
 - the caption is the same-stem sidecar (`image.png` → `image.txt`); an image without one gets
   `dataset.default_caption`, or, when that is empty, the `name` of its `N_name` folder, as kohya does;
 - hidden files and folders are skipped, and so are the `runs/` and `cache/` folders of a LoRA Studio
-  project (a folder holding `lora_studio.toml`), so our own samples never become training images.
+  project (a folder holding `lora_studio.toml`), so our own samples never become training images;
+- a folder named `masks` holds training masks (`find_mask`), never training images, so it is skipped too.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from pathlib import Path, PurePosixPath
 from lora_studio.core.captions import CaptionError, read_caption
 from lora_studio.core.config import DatasetConfig
 from lora_studio.core.errors import UserError
-from lora_studio.core.images import IMAGE_EXTENSIONS, ImageError, image_size, is_image_file, load_rgb
+from lora_studio.core.images import IMAGE_EXTENSIONS, ImageError, has_alpha, image_size, is_image_file, load_rgb
 
 PROJECT_FILE = "lora_studio.toml"
 _PROJECT_OUTPUT_DIRS = {"runs", "cache"}
-_SKIPPED_DIR_NAMES = {"__pycache__", "__MACOSX"}
+MASKS_DIR = "masks"
+MASK_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")  # looked for in this order
+_SKIPPED_DIR_NAMES = {"__pycache__", "__MACOSX", MASKS_DIR}
 _REPEAT_FOLDER = re.compile(r"^(\d+)_(.*)$")
 
 
@@ -42,6 +45,13 @@ class ImageItem:
     width: int  # upright size (after EXIF rotation)
     height: int
     dataset_dir: str = ""  # kohya's dataset dir: the `N_name` folder's rel path, or the root's name
+    # With dataset.masked_loss on: the file the training mask is read from (find_mask) — a masks/ file, or
+    # `path` itself when the image's alpha channel is the mask; None trains the whole picture.
+    mask: Path | None = None
+
+    @property
+    def mask_is_alpha(self) -> bool:
+        return self.mask is not None and self.mask == self.path
 
 
 @dataclass
@@ -159,6 +169,35 @@ def default_caption_for(item_or_rel: ImageItem | str, cfg: DatasetConfig) -> str
     return _folder_settings(dataset_root(cfg), normalize_rel(rel), cfg)[2]
 
 
+def mask_file_for(image: Path) -> Path | None:
+    """The `masks/<stem>.png|jpg|jpeg|webp` file beside `image`, if there is one."""
+    folder = Path(image).parent / MASKS_DIR
+    if not folder.is_dir():
+        return None
+    for ext in MASK_EXTENSIONS:
+        candidate = folder / (Path(image).stem + ext)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_mask(image: Path) -> Path | None:
+    """Where `image`'s training mask comes from (dataset.masked_loss): white trains, black is ignored.
+
+    A same-stem file in a `masks/` folder beside the image wins over the image's own alpha channel: the
+    file is made on purpose, for training, while transparency is often only how a picture was exported
+    (transparent padding, a soft shadow). A mask file lets the artist override it without re-saving the
+    picture. Returns the mask file, `image` itself when its alpha channel is the mask, or None (the whole
+    picture trains). An image that cannot be opened has no alpha mask (the image itself is reported)."""
+    found = mask_file_for(image)
+    if found is not None:
+        return found
+    try:
+        return Path(image) if has_alpha(image) else None
+    except ImageError:
+        return None
+
+
 def caption_path_for(image: Path, cfg: DatasetConfig) -> Path:
     ext = cfg.caption_extension if cfg.caption_extension.startswith(".") else "." + cfg.caption_extension
     return image.with_suffix(ext)
@@ -196,6 +235,7 @@ def scan(cfg: DatasetConfig, *, verify: bool = False) -> ScanResult:
         result.items.append(ImageItem(
             path=path, rel=rel, caption=text, has_caption=has_caption, caption_path=caption_path,
             repeats=repeats, width=width, height=height, dataset_dir=dataset_dir,
+            mask=find_mask(path) if cfg.masked_loss else None,
         ))
     if not result.items:
         if result.excluded and not result.skipped:

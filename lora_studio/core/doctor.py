@@ -3,7 +3,9 @@
 It reports what would crash a run hours in (a truncated file), what would quietly spoil it (tiny
 images, duplicates that weigh double, captions past CLIP's 75-token window, missing captions), and
 what is converted automatically (CMYK, 16-bit, palette, transparency, EXIF rotation), and whether the
-trigger word is in the captions. Fixes never touch an image: "exclude" only adds the file to
+trigger word is in the captions. With dataset.masked_loss on it also reads every mask: one that cannot be
+read stops a run, one of another size than its image is stretched to it, and images without a mask train
+everywhere. Fixes never touch an image: "exclude" only adds the file to
 `dataset.exclude`; the caption fixes edit the .txt.
 """
 
@@ -23,15 +25,15 @@ from lora_studio.core.captions import (
 )
 from lora_studio.core.config import DatasetConfig
 from lora_studio.core.dataset import (
-    caption_path_for, dataset_root, default_caption_for, empty_dataset_error, is_excluded, iter_image_files,
+    caption_path_for, dataset_root, default_caption_for, empty_dataset_error, find_mask, is_excluded, iter_image_files,
     normalize_rel,
 )
 from lora_studio.core.errors import UserError
-from lora_studio.core.images import ImageError, conversion_notes, load_rgb
+from lora_studio.core.images import ImageError, conversion_notes, load_mask, load_rgb
 from lora_studio.core.tokens import MAX_CAPTION_TOKENS, count_tokens
 
 KINDS = ("unreadable", "not_utf8", "missing_caption", "empty_caption", "too_small", "duplicate", "long_caption", "odd_mode",
-         "trigger_missing")
+         "trigger_missing", "mask_unreadable", "mask_size", "mask_missing")
 FIXES = ("", "exclude", "write_default_caption", "trim_caption", "resave_utf8", "add_trigger")
 # How many captions without the trigger a finding names before it says "and N more".
 NAMED_CAPTIONS = 3
@@ -75,11 +77,12 @@ def check_dataset(
         raise empty_dataset_error(root)
     findings: list[Finding] = []
     seen: list[_Fingerprint] = []
+    unmasked: list[tuple[Path, str]] = []
     for done, (path, rel) in enumerate(files, start=1):
-        findings += _check_image(path, rel, cfg, resolution, seen)
+        findings += _check_image(path, rel, cfg, resolution, seen, unmasked)
         if progress is not None:
             progress(done, len(files))
-    return findings + _check_trigger(root, files, cfg, trigger)
+    return findings + _unmasked_finding(root, files, unmasked) + _check_trigger(root, files, cfg, trigger)
 
 
 def check_trigger(cfg: DatasetConfig, trigger: str) -> list[Finding]:
@@ -89,7 +92,8 @@ def check_trigger(cfg: DatasetConfig, trigger: str) -> list[Finding]:
     return _check_trigger(root, [(p, rel) for p, rel in iter_image_files(root) if not is_excluded(rel, exclude)], cfg, trigger)
 
 
-def _check_image(path: Path, rel: str, cfg: DatasetConfig, resolution: int, seen: list[_Fingerprint]) -> list[Finding]:
+def _check_image(path: Path, rel: str, cfg: DatasetConfig, resolution: int, seen: list[_Fingerprint],
+                 unmasked: list[tuple[Path, str]]) -> list[Finding]:
     try:
         img = load_rgb(path)
         notes = conversion_notes(path)
@@ -113,10 +117,46 @@ def _check_image(path: Path, rel: str, cfg: DatasetConfig, resolution: int, seen
             "duplicate", path, f"{rel} is {how} {original[0].rel}; a copy counts double in training. Leave one out.", "exclude",
         ))
     seen.append(fingerprint)
+    mask = find_mask(path) if cfg.masked_loss else None
     for note in notes:
+        if mask == path and note == _TRANSPARENT_NOTE:
+            note = "has transparent areas, which masked loss leaves out of training"
         out.append(Finding("odd_mode", path, f"{rel} {note} (done automatically, nothing to fix).", ""))
+    if cfg.masked_loss:
+        if mask is None:
+            unmasked.append((path, rel))
+        elif mask != path:
+            out += _check_mask_file(path, rel, mask, (w, h))
     out += _check_caption(path, rel, cfg)
     return out
+
+
+_TRANSPARENT_NOTE = "has transparent areas, which train as white"
+
+
+def _check_mask_file(path: Path, rel: str, mask: Path, size: tuple[int, int]) -> list[Finding]:
+    mask_rel = f"{Path(rel).parent.as_posix()}/{mask.parent.name}/{mask.name}".removeprefix("./")
+    try:
+        with load_mask(mask, alpha=False) as m:
+            mw, mh = m.size
+    except ImageError as e:
+        return [Finding("mask_unreadable", path, f"The mask {mask_rel} of {rel} {e.reason}, so a run with masked loss stops "
+                        "at it; re-save it, or delete it to train the whole picture.", "exclude")]
+    if (mw, mh) != size:
+        return [Finding("mask_size", path, f"The mask {mask_rel} is {mw}×{mh} pixels but {rel} is {size[0]}×{size[1]}; it is "
+                        "stretched to fit, so it may not line up. Make the mask the same size as its image.", "")]
+    return []
+
+
+def _unmasked_finding(root: Path, files: list[tuple[Path, str]], unmasked: list[tuple[Path, str]]) -> list[Finding]:
+    if not unmasked:
+        return []
+    named = ", ".join(rel for _, rel in unmasked[:NAMED_CAPTIONS])
+    more = f" and {len(unmasked) - NAMED_CAPTIONS} more" if len(unmasked) > NAMED_CAPTIONS else ""
+    what = "None of the images has a mask" if len(unmasked) == len(files) else \
+        f"{len(unmasked)} of the {len(files)} images ({named}{more}) have no mask"
+    return [Finding("mask_missing", root, f"{what} (transparency, or a same-name file in a masks folder beside it), so "
+                    "{dataset.masked_loss} trains them everywhere.", "", paths=tuple(p for p, _ in unmasked))]
 
 
 def _check_caption(path: Path, rel: str, cfg: DatasetConfig) -> list[Finding]:

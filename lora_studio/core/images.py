@@ -166,3 +166,34 @@ def conversion_notes(path: Path) -> list[str]:
         if _orientation(img) != 1:
             notes.append("is stored sideways or flipped; it is turned upright from its EXIF orientation")
     return notes
+
+
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def has_alpha(path: Path) -> bool:
+    """Whether the picture carries transparency (an alpha channel or a palette's transparent colour), from its header."""
+    with _open(path) as img:
+        return img.mode in _ALPHA_MODES or ("transparency" in img.info and img.mode not in _HIGH_DEPTH_MODES)
+
+
+def load_mask(path: Path, *, alpha: bool) -> Image.Image:
+    """A training mask as 8-bit greyscale ("L"), upright like its image: 255 trains, 0 is ignored.
+
+    alpha=True reads `path`'s alpha channel (the image is its own mask); otherwise `path` is a mask file,
+    read as brightness (a colour mask counts by its grey value, its own transparency is ignored)."""
+    path = Path(path)
+    with _open(path) as img:
+        try:
+            img.load()
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
+            raise ImageError(path, _decode_reason(e)) from None
+        try:
+            upright = ImageOps.exif_transpose(img) if _orientation(img) != 1 else img.copy()
+        except (OSError, ValueError):
+            upright = img.copy()
+    if alpha:
+        return upright.convert("RGBA").getchannel("A")
+    if upright.mode in _HIGH_DEPTH_MODES:
+        return _to_8bit(upright)
+    return upright.convert("L")

@@ -31,10 +31,11 @@ from lora_studio.gui.tasks import run_in_background
 FIX_LABELS = {"exclude": "Leave out", "write_default_caption": "Write default caption", "trim_caption": "Trim to fit",
               "resave_utf8": "Re-save as UTF-8", "add_trigger": "Add trigger word"}
 SEVERITY = {"unreadable": "error", "not_utf8": "error", "duplicate": "warn", "too_small": "warn", "long_caption": "warn",
-            "missing_caption": "warn", "empty_caption": "warn", "odd_mode": "info", "trigger_missing": "warn"}
+            "missing_caption": "warn", "empty_caption": "warn", "odd_mode": "info", "trigger_missing": "warn",
+            "mask_unreadable": "error", "mask_size": "warn", "mask_missing": "info"}
 SEVERITY_ORDER = {"error": 0, "warn": 1, "info": 2}
-KIND_ORDER = {k: i for i, k in enumerate(("unreadable", "not_utf8", "trigger_missing", "duplicate", "too_small", "long_caption",
-                                           "empty_caption", "missing_caption", "odd_mode"))}
+KIND_ORDER = {k: i for i, k in enumerate(("unreadable", "not_utf8", "mask_unreadable", "trigger_missing", "duplicate", "too_small",
+                                           "mask_size", "long_caption", "empty_caption", "missing_caption", "mask_missing", "odd_mode"))}
 MAX_ROWS = 300  # beyond this the list is noise; the summary still counts everything
 
 

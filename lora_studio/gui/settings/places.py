@@ -33,7 +33,7 @@ ADVANCED: list[tuple[str, list[str]]] = [
                                "train.style_snr_std", "train.min_timestep", "train.max_timestep", "train.loss",
                                "train.huber_schedule", "train.huber_c", "train.debiased_estimation", "train.zero_terminal_snr"]),
     ("Dataset", ["dataset.repeats", "dataset.default_caption", "dataset.shuffle_tags", "dataset.keep_tokens",
-                 "dataset.caption_dropout", "dataset.flip", "dataset.random_crop", "dataset.min_bucket_side",
+                 "dataset.caption_dropout", "dataset.flip", "dataset.random_crop", "dataset.masked_loss", "dataset.min_bucket_side",
                  "dataset.max_bucket_side", "dataset.bucket_step"]),
     ("Samples", ["sample.every", "sample.negative_prompt", "sample.seed", "sample.steps", "sample.guidance_scale",
                  "sample.width", "sample.height"]),
