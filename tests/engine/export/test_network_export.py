@@ -69,6 +69,11 @@ def test_full_size_names_shapes_and_parameter_counts(kind, name):
         for x in names:
             assert tuple(tensors[f"{x}.dora_scale"].shape) == (tensors[f"{x}.lora_up.weight"].shape[0],) + (1,) * (tensors[f"{x}.lora_down.weight"].dim() - 1)
     assert all(torch.isfinite(tensors[f"{x}.alpha"]) for x in names)
+    # Only suffixes ComfyUI / Forge / A1111 read for that algorithm (export-contract.md "LyCORIS files").
+    readable = {"lora": {"lora_down.weight", "lora_up.weight"}, "loha": {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"},
+                "lokr": {"lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b"}}
+    expected = readable["lora" if net.type == "locon" else net.type] | {"alpha"} | ({"dora_scale"} if net.uses_dora else set())
+    assert {k.split(".", 1)[1] for k in tensors} <= expected
 
 
 # --- the file applies what was trained ---------------------------------------------------------
