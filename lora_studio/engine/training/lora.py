@@ -127,12 +127,34 @@ def adapter_layers(modules):
     return [layer for m in modules for layer in m.modules() if isinstance(layer, (LoraLayer, LycorisLayer))]
 
 
+_STRENGTH_HOOK = "_lora_studio_strength_hook"
+
+
 def set_strength(modules, strength: float, adapter: str = "default") -> None:
-    """Apply the adapter at `strength` (1.0 = as trained). At 0 the adapter is off: exactly the base model
-    (DoRA's magnitude would otherwise still rescale the weights)."""
+    """Apply the adapter at `strength` (1.0 = as trained) the way the UIs do: W + strength x ΔW. At 0 the
+    adapter is off: exactly the base model. DoRA's ΔW is (its merged weight - W), as ComfyUI's and A1111's
+    loaders scale it; peft's own scale would act inside the weight norm instead, so a DoRA layer at a
+    strength between runs whole and its output is interpolated with the base layer's (a layer is linear in
+    its weight, so this is that weight's output exactly)."""
     for layer in adapter_layers(modules):
         layer.enable_adapters(strength != 0)
-        layer.set_scale(adapter, strength)  # absolute: strength x alpha / rank
+        hook = getattr(layer, _STRENGTH_HOOK, None)
+        if hook is not None:
+            hook.remove()
+            setattr(layer, _STRENGTH_HOOK, None)
+        if getattr(layer, "use_dora", {}).get(adapter, False) and strength not in (0, 1):
+            layer.set_scale(adapter, 1.0)
+            setattr(layer, _STRENGTH_HOOK, layer.register_forward_hook(_interpolated(strength), with_kwargs=True))
+        else:
+            layer.set_scale(adapter, strength)  # absolute: strength x alpha / rank
+
+
+def _interpolated(strength: float):
+    def hook(layer, args, kwargs, output):
+        base = layer.get_base_layer()(*args, **kwargs)
+        return base + strength * (output - base)
+
+    return hook
 
 
 @contextlib.contextmanager

@@ -139,3 +139,28 @@ def test_dora_left_on_with_loha_or_lokr_is_kept_but_unused():
         unet = tiny.unet("sd1")
         lora.add_lora(unet, lora.unet_network(unet, net))
         assert not any("magnitude" in k for k in lora.lora_state(unet))
+
+
+@pytest.mark.parametrize("name", ["lora", "locon_dora", "loha", "lokr"])
+def test_a_strength_between_is_the_base_weight_plus_that_share_of_the_change(name):
+    # As ComfyUI / A1111 apply a strength: W + s x ΔW, with DoRA's ΔW its whole merged weight minus W.
+    from lora_studio.engine.models import tiny
+
+    torch.manual_seed(0)
+    unet = tiny.unet("sd1")
+    with torch.no_grad():
+        for p in lora.add_lora(unet, lora.unet_network(unet, config_mod.NetworkConfig(**network(name)))):
+            p.add_(torch.randn_like(p) * 0.2)
+        layers = lora.adapter_layers([unet])
+        checked = 0
+        for layer in layers:
+            base = layer.get_base_layer()
+            x = torch.randn(2, 3, base.in_features) if isinstance(base, torch.nn.Linear) else torch.randn(1, base.in_channels, 6, 6)
+            outs = {}
+            for s in (0.0, 1.0, 0.5):
+                lora.set_strength([layer], s)
+                outs[s] = layer(x)
+            assert torch.allclose(outs[0.5], outs[0.0] + 0.5 * (outs[1.0] - outs[0.0]), atol=1e-5)
+            checked += 1
+        lora.set_strength(layers, 1.0)
+    assert checked == len(layers) > 10
