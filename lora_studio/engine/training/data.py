@@ -3,6 +3,10 @@
 The batch order is a pure function of (seed, micro-batch index): epoch e shuffles with its own seeded RNG,
 so a resumed run needs only the step number to continue exactly where it stopped, on one process or
 several (process r of W takes every W-th micro-batch).
+
+With dataset.masked_loss on, each image's mask (core/dataset.find_mask) goes through the same resize, crop
+and flip as its pixels and is area-averaged down to the latent grid (a grey edge stays a fraction); it is
+cached beside the latent and multiplies the per-pixel loss (losses.per_image_loss).
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import ImageOps
+import torch.nn.functional as F
+from PIL import Image, ImageOps
 
 from lora_studio.core import buckets as bucketing
 from lora_studio.core.captions import process_caption
 from lora_studio.core.config import Config
 from lora_studio.core.dataset import ImageItem
-from lora_studio.core.images import load_rgb
+from lora_studio.core.images import load_mask, load_rgb
 from lora_studio.engine.training.cache import DiskCache, file_digest, make_key, model_identity
 
 
@@ -81,12 +86,39 @@ def to_tensor(img) -> torch.Tensor:
 
 def load_for_training(item: ImageItem, bucket, *, flip: bool, random_crop: bool, rng: random.Random):
     """(pixels [3,H,W] in [-1,1], original (h, w), crop top-left (top, left)) for one image."""
+    px, original, crop, _ = load_with_mask(item, bucket, flip=flip, random_crop=random_crop, rng=rng, mask=False)
+    return px, original, crop
+
+
+def load_with_mask(item: ImageItem, bucket, *, flip: bool, random_crop: bool, rng: random.Random, mask: bool = True):
+    """load_for_training's three, and the image's mask [1,H,W] in [0,1] at the same pixels (None when it
+    has none, or mask=False). The mask takes the very same crop: the crop's draw from `rng` is replayed
+    on a copy, so `rng` itself advances exactly as without a mask (a masked run stays reproducible)."""
     img = load_rgb(item.path)
     original = (img.height, img.width)
+    m = None
+    if mask and item.mask is not None:
+        m = load_mask(item.mask, alpha=item.mask_is_alpha)
+        if m.size != img.size:  # the doctor's mask_size: stretched over the picture
+            m = m.resize(img.size, Image.Resampling.BILINEAR)
+    state = rng.getstate()
     img, crop = bucketing.resize_and_crop(img, bucket, random_crop=random_crop, rng=rng)
+    if m is not None:
+        replay = random.Random()
+        replay.setstate(state)
+        m, _ = bucketing.resize_and_crop(m, bucket, random_crop=random_crop, rng=replay)
     if flip:
         img = ImageOps.mirror(img)
-    return to_tensor(img), original, crop
+        m = ImageOps.mirror(m) if m is not None else None
+    mask_tensor = None if m is None else torch.from_numpy(np.asarray(m, dtype=np.float32) / 255.0)[None]
+    return to_tensor(img), original, crop, mask_tensor
+
+
+def latent_mask(mask: torch.Tensor | None, latent_hw: tuple[int, int]) -> torch.Tensor:
+    """A pixel mask [1,H,W] averaged over each latent cell's pixels: [1,h,w]; ones (train everywhere) for None."""
+    if mask is None:
+        return torch.ones(1, *latent_hw)
+    return F.adaptive_avg_pool2d(mask[None], tuple(latent_hw))[0]  # H, W are whole multiples of h, w: an area average
 
 
 class Encodings:
@@ -103,7 +135,8 @@ class Encodings:
         self.text_cached = (
             self.cfg.train.cache_text_encoder and not trainer.train_te and not d.shuffle_tags and d.caption_dropout == 0
         )
-        self._latents: dict[tuple[int, bool], tuple[torch.Tensor, tuple, tuple]] = {}
+        self.masked = d.masked_loss
+        self._latents: dict[tuple[int, bool], tuple[torch.Tensor, tuple, tuple, torch.Tensor | None]] = {}
         self._text: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     def cache(self, progress=lambda done, total: None) -> None:
@@ -126,19 +159,23 @@ class Encodings:
         # The latent is a sample of the VAE's distribution, drawn with a seed from the image's content
         # (not its position in the list), so adding an image does not change the others' latents.
         seed = (int(digest[:12], 16) + self.cfg.train.seed * 2 + flip) % (2**63)
-        key = make_key("latent", digest, bucket, flip, seed, self._identity)
+        # Masked: the entry holds the mask too, keyed by the mask file's bytes (an alpha mask is in `digest`).
+        masking = ("mask", _mask_identity(item)) if self.masked else ()
+        key = make_key("latent", digest, bucket, flip, seed, self._identity, *masking)
         # A latent encoded in tiles (the VAE ran out of memory) is kept under its own key, so a later run
         # with room for the whole image encodes it whole; a whole one is always preferred when cached.
-        tiled_key = make_key("latent-tiled", digest, bucket, flip, seed, self._identity)
+        tiled_key = make_key("latent-tiled", digest, bucket, flip, seed, self._identity, *masking)
         for k in (key, tiled_key) if self.trainer.vae_tiled else (key,):
             hit = self.disk.get("latents", k)
-            if hit is not None:
-                return hit["latent"], tuple(hit["original"].tolist()), tuple(hit["crop"].tolist())
-        px, orig, crop = load_for_training(item, bucket, flip=flip, random_crop=False, rng=random.Random(0))
+            if hit is not None and (not self.masked or "mask" in hit):
+                return hit["latent"], tuple(hit["original"].tolist()), tuple(hit["crop"].tolist()), hit.get("mask")
+        px, orig, crop, mask = load_with_mask(item, bucket, flip=flip, random_crop=False, rng=random.Random(0), mask=self.masked)
         latent = self.trainer.encode_latents(px[None], torch.Generator().manual_seed(seed))[0]
+        mask = latent_mask(mask, latent.shape[-2:]) if self.masked else None
         self.disk.put("latents", tiled_key if self.trainer.vae_tiled else key,
-                      {"latent": latent, "original": torch.tensor(orig), "crop": torch.tensor(crop)})
-        return latent, orig, crop
+                      {"latent": latent, "original": torch.tensor(orig), "crop": torch.tensor(crop),
+                       **({"mask": mask} if mask is not None else {})})
+        return latent, orig, crop, mask
 
     def _embedding(self, caption: str):
         m = self.trainer.models
@@ -154,7 +191,7 @@ class Encodings:
 
     def batch(self, slots: list[Slot]) -> dict:
         d = self.cfg.dataset
-        latents, captions, origs, crops = [], [], [], []
+        latents, captions, origs, crops, masks = [], [], [], [], []
         target = None
         for s in slots:
             rng = random.Random(s.key)
@@ -162,17 +199,21 @@ class Encodings:
             item = self.plan.items[s.item]
             bucket = self.plan.bucket_of[s.item]
             if self.latents_cached:
-                lat, orig, crop = self._latents[(s.item, flip)]
+                lat, orig, crop, mask = self._latents[(s.item, flip)]
             else:
-                px, orig, crop = load_for_training(item, bucket, flip=flip, random_crop=d.random_crop, rng=rng)
+                px, orig, crop, mask = load_with_mask(item, bucket, flip=flip, random_crop=d.random_crop, rng=rng, mask=self.masked)
                 g = torch.Generator().manual_seed(s.key)
                 lat = self.trainer.encode_latents(px[None], g)[0]
+                mask = latent_mask(mask, lat.shape[-2:]) if self.masked else None
             latents.append(lat)
+            masks.append(mask)
             origs.append(orig)
             crops.append(crop)
             target = (bucket[1], bucket[0])
             captions.append(process_caption(item.caption, shuffle_tags=d.shuffle_tags, keep_tokens=d.keep_tokens, dropout=d.caption_dropout, rng=rng))
         batch = {"latents": torch.stack(latents), "captions": captions}
+        if self.masked:
+            batch["mask"] = torch.stack(masks)  # [B, 1, h, w]: broadcast over the latent channels
         if self.trainer.models.kind == "sdxl":
             from lora_studio.engine.training.conditioning import sdxl_time_ids
 
@@ -188,3 +229,14 @@ class Encodings:
             if pooled is not None:
                 batch["pooled"] = pooled
         return batch
+
+
+def _mask_identity(item: ImageItem) -> str:
+    if item.mask is None:
+        return "none"
+    if item.mask_is_alpha:
+        return "alpha"
+    try:
+        return file_digest(item.mask)
+    except OSError:
+        return "unreadable"  # load_mask then says which file and why

@@ -36,15 +36,28 @@ def huber_c(train, alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tenso
 
 
 def per_image_loss(train, pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor,
-                   alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """The loss [B] of each image of the batch."""
+                   alphas_cumprod: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The loss [B] of each image of the batch; `mask` [B, 1, h, w] in [0, 1] (dataset.masked_loss) weights
+    each latent pixel's loss."""
     pred, target = pred.float(), target.float()
     if train.loss == "huber":
         c = huber_c(train, alphas_cumprod, t)
         loss = 2 * c * (torch.sqrt((pred - target) ** 2 + c**2) - c)
     else:
         loss = F.mse_loss(pred, target, reduction="none")
-    return loss.mean(dim=(1, 2, 3))
+    if mask is None:
+        return loss.mean(dim=(1, 2, 3))
+    # Divided by the mask's mean, the loss is the mean over the kept pixels only: an image half masked out
+    # pulls as hard on what it keeps as a whole one does (a plain product would halve its learning rate,
+    # and make the step size depend on how much of each picture the artist painted). A fully black mask
+    # gives 0, not 0 / 0: that image teaches nothing.
+    mask = mask.to(loss.device, loss.dtype)
+    kept = mask.mean(dim=(1, 2, 3))
+    return (loss * mask).mean(dim=(1, 2, 3)) / kept.clamp(min=MASK_FLOOR)
+
+
+# The smallest mask mean divided by: below it (a mask all but black) the loss is not blown up further.
+MASK_FLOOR = 1e-3
 
 
 # The SNR of SD's usual scaled-linear schedule at its last timestep (ᾱ = 0.00466). Under zero terminal SNR

@@ -226,7 +226,9 @@ class Trainer:
         """The loss the step backpropagates (min-SNR weighted if asked, batch mean), for given noise and
         timesteps: the seam where tests compare it with the diffusers recipe's (bench/reference.py)."""
         pred, target = self._prediction(batch, noise, t, latents=latents)
-        loss = losses.per_image_loss(self.cfg.train, pred, target, t, self.alphas_cumprod)
+        mask = batch.get("mask")  # dataset.masked_loss: [B, 1, h, w] on the latent grid (training/data.py)
+        loss = losses.per_image_loss(self.cfg.train, pred, target, t, self.alphas_cumprod,
+                                     mask=None if mask is None else self._on_device(mask))
         if self.cfg.train.min_snr_gamma:
             loss = loss * self._min_snr_weights(t)
         if self.cfg.train.debiased_estimation:

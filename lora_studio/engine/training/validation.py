@@ -32,7 +32,10 @@ def held_out(cfg: Config, items: list[ImageItem]) -> tuple[list[ImageItem], list
 
 def _plain(cfg: Config) -> Config:
     # No flips, no tag shuffling, no caption dropout: the held-out images look the same every time.
-    return cfg.replace(dataset={"flip": False, "shuffle_tags": False, "caption_dropout": 0.0, "random_crop": False})
+    # No masks either: the validation loss is over the whole picture, as it is plain MSE whatever train.loss
+    # is, so runs with and without dataset.masked_loss compare on one scale (and share cached latents).
+    return cfg.replace(dataset={"flip": False, "shuffle_tags": False, "caption_dropout": 0.0, "random_crop": False,
+                                "masked_loss": False})
 
 
 class Validator:
