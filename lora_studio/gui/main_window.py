@@ -56,7 +56,7 @@ class MainWindow(QMainWindow):
         self.bulk = BulkActions(self.undo_stack, self.writer, self.store, self.model.items, self)
 
         self.dataset_view = DatasetView(self.model, self.store, self.bulk)
-        self.caption_editor = CaptionEditor(self.undo_stack, self.writer)
+        self.caption_editor = CaptionEditor(self.undo_stack, self.writer, store=self.store)
         self.health = HealthPanel(self.store, self.undo_stack, self.writer, self.bulk)
         self.bulk_bar = BulkActionsBar(self.bulk)
         self.settings_panel = SettingsPanel(self.store, find_models=find_models)

@@ -3,6 +3,9 @@
 A caption is written to its .txt (atomically) when the artist pauses typing, presses Enter, leaves
 the box or picks another image. Each write is a command on the window's QUndoStack that holds the
 file's previous bytes, so undo puts back exactly what was on disk (or removes a file the edit created).
+
+With dataset.masked_loss on, the preview shows the image's training mask (core/dataset.find_mask): the part
+the mask leaves out of training is dimmed, in proportion for a grey mask.
 """
 
 from __future__ import annotations
@@ -12,18 +15,25 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QImage, QKeySequence, QPixmap, QUndoCommand, QUndoStack
+from PIL import Image
+from PySide6.QtGui import QImage, QKeySequence, QPainter, QPixmap, QUndoCommand, QUndoStack
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
 from lora_studio.core.atomic import atomic_write_bytes
 from lora_studio.core.captions import CaptionError, fold_lines, read_caption, write_caption
+from lora_studio.core.dataset import find_mask
+from lora_studio.core.images import ImageError, load_mask
 from lora_studio.core.tokens import MAX_CAPTION_TOKENS, count_tokens
 from lora_studio.gui.dataset.model import with_changes
 from lora_studio.gui.images import decode_image
+from lora_studio.gui.store import ConfigStore
 from lora_studio.gui.tasks import run_in_background
 
 TYPING_PAUSE_MS = 800
 PREVIEW_SIZE = 768
+# What covers the part of a picture its mask leaves out: a dark blue-grey, this opaque where the mask is black.
+MASK_TINT = (16, 20, 40)
+MASK_DIM = 0.7
 
 
 def read_bytes(path: Path) -> bytes | None:
@@ -88,10 +98,12 @@ class SetCaptionsCommand(QUndoCommand):
 class CaptionEditor(QWidget):
     next_requested = Signal(int)  # +1 / -1: move the selection in the grid
 
-    def __init__(self, undo_stack: QUndoStack, writer: CaptionWriter, parent: QWidget | None = None):
+    def __init__(self, undo_stack: QUndoStack, writer: CaptionWriter, parent: QWidget | None = None, *,
+                 store: ConfigStore | None = None):
         super().__init__(parent)
-        self.undo_stack, self.writer = undo_stack, writer
+        self.undo_stack, self.writer, self.store = undo_stack, writer, store
         self._item: Any = None
+        self.mask_shown: Path | None = None  # the mask laid over the preview now (None: none shown)
         self._committed = ""  # the text last written (or loaded), to tell an edit from a refresh
         self._pause = QTimer(self, singleShot=True, interval=TYPING_PAUSE_MS)
         self._pause.timeout.connect(self.commit)
@@ -105,6 +117,9 @@ class CaptionEditor(QWidget):
         self.title.setObjectName("heading")
         self.details = QLabel()
         self.details.setObjectName("muted")
+        self.mask_note = QLabel()
+        self.mask_note.setObjectName("muted")
+        self.mask_note.hide()
         self.text = QPlainTextEdit()
         self.text.setPlaceholderText("Describe this image: the subject, then the style words. Tags separated by commas work well.")
         self.text.setUndoRedoEnabled(False)  # the window's undo stack owns undo, so undo also restores the file
@@ -116,7 +131,7 @@ class CaptionEditor(QWidget):
         self.tokens.setObjectName("muted")
         self.state = QLabel()
         self.state.setObjectName("muted")
-        for label in (self.title, self.details, self.state):
+        for label in (self.title, self.details, self.mask_note, self.state):
             label.setMinimumWidth(10)  # long names and notes are clipped, never widen the window
         self.prev_button = QPushButton("‹ Previous")
         self.next_button = QPushButton("Next ›")
@@ -135,9 +150,12 @@ class CaptionEditor(QWidget):
         layout.addWidget(self.preview, 1)
         layout.addWidget(self.title)
         layout.addWidget(self.details)
+        layout.addWidget(self.mask_note)
         layout.addWidget(self.text)
         layout.addLayout(footer)
         writer.written.connect(self._on_written)
+        if store is not None:
+            store.changed.connect(self._setting_changed)
         self.set_item(None)
 
     # --- what is shown ---------------------------------------------------------------------------
@@ -159,6 +177,7 @@ class CaptionEditor(QWidget):
             self.preview.setPixmap(QPixmap())
             self.preview.setText("")
             self.state.setText("")
+            self._show_mask_note(None)
             return
         path = Path(item.path)
         self.title.setText(path.name)
@@ -167,20 +186,44 @@ class CaptionEditor(QWidget):
         self.details.setText(f"{item.width}×{item.height} px · {item.repeats}× per epoch{where}")
         self._set_text(item.caption if item.has_caption else "")
         self.state.setText("" if item.has_caption else "No caption file yet: typing creates one.")
-        self.preview.setText("Loading…")
-        self.preview.setPixmap(QPixmap())
-        # The preview is decoded on a pool thread; a late result for another image is dropped.
-        run_in_background(lambda: decode_image(path, PREVIEW_SIZE), lambda img: self._show_preview(path, img),
-                          lambda _e: self._show_preview(path, QImage()), owner=self)
+        self._load_preview()
 
-    def _show_preview(self, path: Path, image: QImage) -> None:
+    def _masked(self) -> bool:
+        return self.store is not None and self.store.config.dataset.masked_loss
+
+    def _setting_changed(self, key: str) -> None:
+        if key in ("", "dataset.masked_loss") and self._item is not None:
+            self._load_preview()
+
+    def _load_preview(self) -> None:
+        path, masked = Path(self._item.path), self._masked()
+        self.preview.setText("Loading…")
+        self._pixmap = QPixmap()  # not the last image's again on a resize while this one loads
+        self.preview.setPixmap(QPixmap())
+        self._show_mask_note(None)
+        # The preview is decoded on a pool thread; a late result for another image is dropped.
+        run_in_background(lambda: preview_with_mask(path, PREVIEW_SIZE, masked), lambda r: self._show_preview(path, *r),
+                          lambda _e: self._show_preview(path, QImage(), None), owner=self)
+
+    def _show_preview(self, path: Path, image: QImage, mask: Path | None) -> None:
         if self._item is None or Path(self._item.path) != path:
             return
+        self._show_mask_note(mask)
         if image.isNull():
             self.preview.setText("This image cannot be opened. See Dataset health.")
             return
         self._pixmap = QPixmap.fromImage(image)
         self._fit_preview()
+
+    def _show_mask_note(self, mask: Path | None) -> None:
+        self.mask_shown = mask
+        if mask is None:
+            self.mask_note.setText("")
+            self.mask_note.setVisible(False)
+            return
+        where = "its transparency" if self._item is not None and mask == Path(self._item.path) else f"{mask.parent.name}/{mask.name}"
+        self.mask_note.setText(f"Mask: {where} · the dimmed part does not train")
+        self.mask_note.setVisible(True)
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         super().resizeEvent(event)
@@ -272,3 +315,29 @@ def _same(a: str, b: str) -> bool:
 
 def _with_caption(item: Any, caption: str | None) -> Any:
     return with_changes(item, caption=caption or "", has_caption=caption is not None)
+
+
+def preview_with_mask(path: Path, max_side: int, masked: bool) -> tuple[QImage, Path | None]:
+    """Runs on a worker thread: the preview (decode_image's), and with `masked` the image's mask laid over it
+    (the ignored part dimmed towards MASK_TINT) and where the mask came from; a mask that cannot be read is
+    not shown (Dataset health names it)."""
+    image = decode_image(path, max_side)
+    mask_path = find_mask(path) if masked else None
+    if mask_path is None:
+        return image, None
+    try:
+        mask = load_mask(mask_path, alpha=mask_path == Path(path))
+    except ImageError:
+        return image, None
+    size = (image.width(), image.height())
+    with mask:
+        ignored = mask.resize(size, Image.Resampling.BILINEAR).point(lambda v: round((255 - v) * MASK_DIM))
+    cover = Image.new("RGBA", size, MASK_TINT + (0,))
+    cover.putalpha(ignored)
+    data = cover.tobytes()
+    overlay = QImage(data, size[0], size[1], 4 * size[0], QImage.Format.Format_RGBA8888).copy()  # copy: data is freed
+    out = image.convertToFormat(QImage.Format.Format_RGB32)
+    painter = QPainter(out)
+    painter.drawImage(0, 0, overlay)
+    painter.end()
+    return out, mask_path
