@@ -171,7 +171,8 @@ def _load_base(cfg):
     compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed, torch.float32)
     if dtype == torch.float8_e4m3fn:
         dtype = compute  # fp8 storage is a training-memory trick; sampling alone fits in the compute dtype
-    models = load_models(cfg.model, dtype)
+    # The run's own zero-terminal-SNR decision, so the grid samples as its samples did (trailing spacing).
+    models = load_models(cfg.model, dtype, zero_terminal_snr=cfg.train.zero_terminal_snr)
     for m in (models.unet, *models.text_encoders):
         m.to(device)
     models.vae.to(device)  # load_models keeps it fp32, as the trainer does: SDXL's VAE overflows in fp16
@@ -227,7 +228,8 @@ def _render(run_dir: Path, sink: StreamSink, commands: StdinCommands, *, rank=Fa
                     m.eval()
                 image = pipe(
                     cell.prompt, negative_prompt=settings["negative_prompt"] or None, num_inference_steps=settings["sampling_steps"],
-                    guidance_scale=settings["guidance_scale"], width=settings["width"], height=settings["height"],
+                    guidance_scale=settings["guidance_scale"], guidance_rescale=sampling.guidance_rescale(models),
+                    width=settings["width"], height=settings["height"],
                     generator=torch.Generator(device="cpu").manual_seed(cell.seed), clip_skip=(cfg.model.clip_skip - 1) or None,
                 ).images[0]
             made = replace(cell, path=str(out_dir / cell.path), time=time.time())  # the event's time is when it was made
