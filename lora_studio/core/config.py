@@ -104,7 +104,8 @@ class NetworkConfig:
                             "loha": "LoHa (LyCORIS): two low-rank pairs multiplied, more detail for the same rank.",
                             "lokr": "LoKr (LyCORIS): a Kronecker product of small matrices; very small files.",
                         })
-    dora: bool = setting(False, "DoRA", "Learns each weight's strength apart from its direction (DoRA); often truer to the style, a little slower.")
+    dora: bool = setting(False, "DoRA", "Learns each weight's strength apart from its direction; often truer to the style, a little slower. "
+                          "ComfyUI and Forge load it; AUTOMATIC1111's own loader expects the other axis: leave it off for A1111.")
     conv_rank: int = setting(8, "Convolution rank", "How much the LoRA holds in the convolution layers; 4 to 16 is usual.", min=1, max=1024)
     conv_alpha: float = setting(4.0, "Convolution alpha", "Scales the convolution layers' strength, as alpha does for the rest.",
                                 min=1e-6, max=1e6)
