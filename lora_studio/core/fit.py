@@ -242,6 +242,7 @@ def estimate_peak_bytes(
     dora: bool = False,
     factor: int = -1,
     full_matrix: bool = False,
+    ema_on_device: bool = False,
 ) -> Estimate:
     """The peak GPU memory of a training run with these settings (bytes, with its parts).
 
@@ -270,6 +271,8 @@ def estimate_peak_bytes(
                           factor=factor, full_matrix=full_matrix, train_text_encoder=train_text_encoder)
     # fp32 weight + fp32 gradient, and what the optimizer keeps per parameter (each optimizer's is cited there).
     per_param = 4 + 4 + optimizers.state_bytes(optimizer, rank)
+    if ema_on_device:
+        per_param += 4  # train.ema: diffusers' EMAModel keeps an fp32 shadow of each LoRA parameter (none with ema_on_cpu)
     lora_opt = lora * per_param
 
     # Activations.

@@ -23,7 +23,7 @@ def estimate_for_config(cfg: Any, *, on_gpu: bool = True) -> Estimate:
         train_text_encoder=n.train_text_encoder, cache_latents=t.cache_latents,
         cache_text_encoder=t.cache_text_encoder, mixed_precision=mixed,
         targets=n.targets, optimizer=t.optimizer, network_type=n.type, conv_rank=n.conv_rank, dora=n.uses_dora,
-        factor=n.factor, full_matrix=n.full_matrix,
+        factor=n.factor, full_matrix=n.full_matrix, ema_on_device=t.ema and not t.ema_on_cpu,
     )
 
 

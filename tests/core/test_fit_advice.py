@@ -127,3 +127,12 @@ def test_a_nonstandard_model_gets_a_plain_no_estimate(tmp_path):
     assert summary.verdict == "unknown" and summary.text.startswith("No memory estimate: this base model is under 1 % of the size of ")
     assert fit_advice.dry_run_report(cfg, 0).startswith("Memory estimate: none: this base model is under 1 % of the size of ")
     assert fit_advice.suggest_settings(cfg.replace(train={"batch_size": 64}), 1 * GB) == []
+
+
+def test_an_ema_on_the_gpu_costs_one_fp32_copy_of_the_lora_and_none_when_kept_on_the_cpu():
+    cfg = _cfg(resolution=1024)
+    plain = fit_advice.estimate_for_config(cfg).parts["lora+optimizer"]
+    ema = fit_advice.estimate_for_config(cfg.replace(train={"ema": True})).parts["lora+optimizer"]
+    on_cpu = fit_advice.estimate_for_config(cfg.replace(train={"ema": True, "ema_on_cpu": True})).parts["lora+optimizer"]
+    assert ema - plain == 4 * fit.network_params("sdxl", 16)
+    assert on_cpu == plain
