@@ -131,6 +131,9 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
         emit(ev.Warning(
             f"{data.missing_captions} image{'s have' if data.missing_captions != 1 else ' has'} no caption file; "
             f"using the default caption {cfg.dataset.default_caption!r}.", code="missing_captions"))
+    if cfg.dataset.masked_loss and data.items and not any(item.mask for item in data.items):
+        emit(ev.Warning(spell("{dataset.masked_loss} is on but no image has a mask (a same-name file in masks/ or an alpha "
+                              "channel), so every picture trains whole."), code="no_masks"))
 
     cfg = _length_in_steps(cfg, data.items, acc.num_processes, emit)
     train_items, held = validation.held_out(cfg, data.items)

@@ -163,3 +163,12 @@ def test_stop_then_resume_with_masked_loss_equals_a_straight_run(tiny_model_dir,
     run(tiny_config(tiny_model_dir, masked_data, tmp_path / "unmasked", **{**base, "dataset": {"flip": True}}))
     _, c = final_lora(tmp_path / "unmasked")
     assert any(not torch.allclose(a[k], c[k], atol=1e-6) for k in a if "lora_B" in k)
+
+
+def test_masked_loss_with_no_mask_anywhere_says_so(tiny_model_dir, tmp_path):
+    data = make_dataset(tmp_path / "data" / "1_tstyle", n=2)
+    cfg = tiny_config(tiny_model_dir, data, tmp_path / "run", train={"max_steps": 1}, dataset={"masked_loss": True})
+    sink = ev.ListSink()
+    assert train(cfg, sink).status == "completed"
+    [warning] = [w for w in sink.of_type(ev.Warning) if w.code == "no_masks"]
+    assert warning.message.startswith("dataset.masked_loss is on but no image has a mask")
