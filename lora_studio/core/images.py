@@ -98,16 +98,20 @@ def image_size(path: Path) -> tuple[int, int]:
 def load_rgb(path: Path) -> Image.Image:
     """The whole picture, decoded, turned upright, in 8-bit RGB; transparency is laid over white."""
     path = Path(path)
+    return to_rgb(_load_upright(path), path)
+
+
+def _load_upright(path: Path) -> Image.Image:
+    """The picture decoded whole and turned upright by its EXIF orientation, in its own mode."""
     with _open(path) as img:
         try:
             img.load()  # decode every byte now, so a truncated file fails here and not in the training loop
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise ImageError(path, _decode_reason(e)) from None
         try:
-            upright = ImageOps.exif_transpose(img) if _orientation(img) != 1 else img.copy()
+            return ImageOps.exif_transpose(img) if _orientation(img) != 1 else img.copy()
         except (OSError, ValueError):
-            upright = img.copy()
-    return to_rgb(upright, path)
+            return img.copy()
 
 
 def _decode_reason(e: BaseException) -> str:
@@ -182,16 +186,7 @@ def load_mask(path: Path, *, alpha: bool) -> Image.Image:
 
     alpha=True reads `path`'s alpha channel (the image is its own mask); otherwise `path` is a mask file,
     read as brightness (a colour mask counts by its grey value, its own transparency is ignored)."""
-    path = Path(path)
-    with _open(path) as img:
-        try:
-            img.load()
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            raise ImageError(path, _decode_reason(e)) from None
-        try:
-            upright = ImageOps.exif_transpose(img) if _orientation(img) != 1 else img.copy()
-        except (OSError, ValueError):
-            upright = img.copy()
+    upright = _load_upright(Path(path))
     if alpha:
         return upright.convert("RGBA").getchannel("A")
     if upright.mode in _HIGH_DEPTH_MODES:
