@@ -13,6 +13,8 @@ into the next without a break, so
     steps = ceil(epochs × batches_per_epoch / (gradient_accumulation × world_size))
 
 (the last step may reach a batch into the next epoch; the engine still counts it in the last epoch).
+Regularisation pictures (dataset.regularization) add as many samples per epoch as the images give
+(core/dataset.regularization_epoch, kohya's rule), batched with them: they double an epoch's steps.
 Without the images' sizes (kohya's ss_dataset_dirs counts, bare repeat counts) every image is taken to
 share one bucket: exact for a dataset of one shape, and never more steps than the real count.
 """
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lora_studio.core.buckets import Bucket, batch_count, bucket_counts, buckets_for
-from lora_studio.core.dataset import split_validation
+from lora_studio.core.dataset import ImageItem, regularization_epoch, scan_regularization, split_validation
 from lora_studio.core.errors import UserError
 
 if TYPE_CHECKING:
@@ -43,8 +45,9 @@ class StepBudget:
     gradient_accumulation: int
     world_size: int = 1  # processes training together (accelerate launch); each takes its own batches
     shapes: int = 1  # buckets in use (1 when the images' sizes are unknown)
-    min_repeats: int = 1
+    min_repeats: int = 1  # of the images (not the regularisation pictures)
     max_repeats: int = 1
+    regularization: int = 0  # regularisation samples per epoch (in samples_per_epoch too)
 
     @property
     def micro_per_step(self) -> int:
@@ -127,7 +130,10 @@ def _budget(source: Any, batch_size: int, grad_accum: int, buckets: list[Bucket]
             steps: int | None = None, epochs: int | None = None) -> StepBudget:
     """The budget for `epochs` whole epochs, or for `steps` steps (then the epochs are the engine's count)."""
     repeats = _repeats_of(source)
-    _check(repeats, batch_size, grad_accum)
+    sized = _sized_items(source) or []
+    reg = [x.repeats for x in sized if getattr(x, "regularization", False)]
+    own = [x.repeats for x in sized if not getattr(x, "regularization", False)] if reg else repeats
+    _check(own, batch_size, grad_accum)
     per_epoch, shapes = _cut(source, repeats, batch_size, buckets)
     world_size = max(1, world_size)
     micro = grad_accum * world_size
@@ -138,9 +144,9 @@ def _budget(source: Any, batch_size: int, grad_accum: int, buckets: list[Bucket]
         steps = max(1, int(steps or 0))
         epochs = (steps - 1) * micro // per_epoch + 1  # the epoch of the last step, as BatchPlan counts it
     return StepBudget(
-        images=len(repeats), samples_per_epoch=sum(repeats), batches_per_epoch=per_epoch, epochs=epochs, steps=steps,
+        images=len(own), samples_per_epoch=sum(repeats), batches_per_epoch=per_epoch, epochs=epochs, steps=steps,
         batch_size=batch_size, gradient_accumulation=grad_accum, world_size=world_size, shapes=shapes,
-        min_repeats=min(repeats), max_repeats=max(repeats),
+        min_repeats=min(own), max_repeats=max(own), regularization=sum(reg),
     )
 
 
@@ -155,14 +161,23 @@ def budget_from_steps(scan_or_counts: Any, max_steps: int, batch_size: int = 1, 
     return _budget(scan_or_counts, batch_size, grad_accum, buckets, world_size, steps=max_steps)
 
 
-def budget_for(cfg: Config, scan_or_items: Any, world_size: int = 1) -> StepBudget:
-    """What a config trains on these images: train.epochs whole epochs when set (> 0), else train.max_steps."""
+def budget_for(cfg: Config, scan_or_items: Any, world_size: int = 1, *,
+               regularization: list[ImageItem] | None = None) -> StepBudget:
+    """What a config trains on these images: train.epochs whole epochs when set (> 0), else train.max_steps.
+    The regularisation pictures are `regularization` (a scan already made) or, when None, dataset.regularization's
+    folder is scanned here (image headers only)."""
     t = cfg.train
     buckets = buckets_for(cfg)
     if cfg.dataset.validation_split:
         # Held-out images are not trained on: the budget counts what the engine's BatchPlan will batch.
         items = list(getattr(scan_or_items, "items", scan_or_items))
         scan_or_items = split_validation(items, cfg.dataset.validation_split, t.seed)[0]
+    if regularization is None and cfg.dataset.regularization.path.strip():
+        found = scan_regularization(cfg.dataset)
+        regularization = found.items if found else []
+    if regularization:
+        items = list(getattr(scan_or_items, "items", scan_or_items))
+        scan_or_items = items + regularization_epoch(items, regularization)
     if t.epochs > 0:
         return budget_from_epochs(scan_or_items, t.epochs, t.batch_size, t.gradient_accumulation, buckets=buckets, world_size=world_size)
     return budget_from_steps(scan_or_items, t.max_steps, t.batch_size, t.gradient_accumulation, buckets=buckets, world_size=world_size)
@@ -209,12 +224,14 @@ def _cut_note(budget: StepBudget) -> str:
 def describe(budget: StepBudget, seconds_per_step: float | None = None) -> str:
     """E.g. '120 images × 10 repeats × 8 epochs = 9,600 samples = 2,400 steps at batch 4, about 25 minutes'."""
     images = plural(budget.images, "image")
-    if budget.min_repeats == budget.max_repeats:
+    reg = f" + {plural(budget.regularization, 'regularisation picture')}" if budget.regularization else ""
+    if budget.min_repeats == budget.max_repeats and not reg:
         per_epoch = of_epoch = f"{images} × {plural(budget.min_repeats, 'repeat')}"
     else:
-        spread = f"× {budget.min_repeats:,}–{budget.max_repeats:,} repeats"
-        per_epoch = f"{images} ({spread}) = {budget.samples_per_epoch:,} per epoch"
-        of_epoch = f"{images} ({spread}, {budget.samples_per_epoch:,} per epoch)"
+        uniform = budget.min_repeats == budget.max_repeats
+        spread = f"× {plural(budget.min_repeats, 'repeat')}" if uniform else f"× {budget.min_repeats:,}–{budget.max_repeats:,} repeats"
+        per_epoch = f"{images} {spread if uniform else f'({spread})'}{reg} = {budget.samples_per_epoch:,} per epoch"
+        of_epoch = f"{images} ({spread}{reg}, {budget.samples_per_epoch:,} per epoch)"
     batch = f"batch {budget.batch_size:,}"
     if budget.gradient_accumulation > 1:
         batch += f" × {budget.gradient_accumulation:,} accumulated"

@@ -59,6 +59,24 @@ class ModelConfig:
 
 
 @dataclass
+class RegularizationConfig:
+    """[dataset.regularization]: prior-preservation pictures (DreamBooth's class images, kohya's reg_data_dir).
+
+    Pictures of the same kind of thing in other styles (usually made by the base model itself from the
+    captions, without the trigger) that the LoRA must leave as they are, so it learns the style without
+    dragging everything else along. Each epoch holds as many of them as training images (kohya's rule:
+    cycled when there are fewer, the rest left out when there are more), shuffled into the same batches,
+    so they double the steps of an epoch."""
+
+    path: str = setting("", "Regularisation folder", "Pictures the LoRA should leave alone (captioned like the dataset, "
+                        "without the trigger); empty for none. They double the steps of an epoch.")
+    repeats: int = setting(1, "Regularisation repeats", "Times each regularisation picture is used before the next one "
+                           "(N_name folders set their own).", min=1, max=10_000)
+    loss_weight: float = setting(1.0, "Regularisation weight", "How much the regularisation pictures count against "
+                                 "the training images: 1 is equal, lower lets the style take more.", min=0.0, max=100.0)
+
+
+@dataclass
 class DatasetConfig:
     path: str = setting("", "Image folder", "The folder that holds your images (and their .txt captions).")
     default_caption: str = setting("", "Default caption", "For images without a caption file.")
@@ -84,6 +102,7 @@ class DatasetConfig:
     validation_split: float = setting(0.0, "Held-out images", "Images never trained on, for the validation loss: a share "
                                       "(below 1) or a number (1 or more) of the images.", min=0.0, max=100_000)
     validation_path: str = setting("", "Validation folder", "A folder of held-out images of its own, captioned like the dataset.")
+    regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
 
 
 @dataclass
@@ -255,24 +274,38 @@ class Config:
     def get(self, key: str) -> Any:
         """The value of a "section.key": `cfg.get("train.resolution")`."""
         key_info(key)  # a misspelt key is a KeyError, not an AttributeError from deep inside
-        section, name = key.split(".")
-        return getattr(getattr(self, section), name)
+        value: Any = self
+        for part in key.split("."):
+            value = getattr(value, part)
+        return value
 
     def replace(self, **sections: dict[str, Any]) -> "Config":
-        """A copy with some keys changed: `cfg.replace(train={"max_steps": 10})`."""
+        """A copy with some keys changed: `cfg.replace(train={"max_steps": 10})`; a sub-table's dict is merged
+        (`cfg.replace(dataset={"regularization": {"repeats": 2}})` keeps its path)."""
         data = self.to_dict()
         for name, values in sections.items():
-            data[name].update(values)
+            _merge(data[name], values)
         return from_dict(data, check=False)
 
     def with_changes(self, changes: dict[str, Any]) -> "Config":
-        """A copy with some "section.key"s changed: `cfg.with_changes({"train.max_steps": 10})`."""
-        sections: dict[str, dict[str, Any]] = {}
+        """A copy with some keys changed: `cfg.with_changes({"train.max_steps": 10, "dataset.regularization.path": ""})`."""
+        sections: dict[str, Any] = {}
         for key, value in changes.items():
             key_info(key)
-            section, name = key.split(".")
-            sections.setdefault(section, {})[name] = value
+            *tables, name = key.split(".")
+            table = sections
+            for part in tables:
+                table = table.setdefault(part, {})
+            table[name] = value
         return self.replace(**sections)
+
+
+def _merge(into: dict[str, Any], values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict) and dataclasses.is_dataclass(_SUBTABLES.get(key)):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 @dataclass(frozen=True)
@@ -291,18 +324,31 @@ class KeyInfo:
     choice_help: dict[str, str] = field(default_factory=dict)  # a line for each choice that needs one
 
 
+def _is_table(typ: Any) -> bool:
+    """A sub-table of a section ([dataset.regularization]): a dataclass of settings of its own."""
+    return isinstance(typ, type) and dataclasses.is_dataclass(typ)
+
+
+def _table_infos(prefix: str, cls: Any) -> dict[str, KeyInfo]:
+    out = {}
+    hints = get_type_hints(cls)
+    for f in fields(cls):
+        key = f"{prefix}.{f.name}"
+        if _is_table(hints[f.name]):
+            out.update(_table_infos(key, hints[f.name]))
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        m = f.metadata
+        out[key] = KeyInfo(key, hints[f.name], default, m["label"], m["help"], m["min"], m["max"], m["choices"],
+                           m["out_of_range"], m["choice_help"])
+    return out
+
+
 def _key_infos() -> dict[str, KeyInfo]:
     out = {}
     for section in fields(Config):
-        if section.name == "schema_version":
-            continue
-        cls = section.default_factory  # type: ignore[misc]
-        hints = get_type_hints(cls)
-        for f in fields(cls):
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            m = f.metadata
-            out[f"{section.name}.{f.name}"] = KeyInfo(f"{section.name}.{f.name}", hints[f.name], default, m["label"], m["help"],
-                                                      m["min"], m["max"], m["choices"], m["out_of_range"], m["choice_help"])
+        if section.name != "schema_version":
+            out.update(_table_infos(section.name, section.default_factory))  # type: ignore[arg-type]
     return out
 
 
@@ -327,6 +373,9 @@ def smallest_bucket_side(cfg: Config) -> int:
 
 
 SECTIONS = {f.name: f for f in fields(Config) if f.name != "schema_version"}
+# The sub-tables by their field name (all sub-table names are distinct across sections).
+_SUBTABLES: dict[str, Any] = {f.name: t for s in SECTIONS.values() for f in fields(s.default_factory)  # type: ignore[arg-type]
+                              if _is_table(t := get_type_hints(s.default_factory)[f.name])}
 
 
 # Ordered migrations: MIGRATIONS[n] turns a schema n dict into a schema n+1 dict.
@@ -393,19 +442,28 @@ def _from_dict(data: dict[str, Any], problems: list[Problem]) -> Config:
         if not isinstance(value, dict):
             problems.append(Problem(name, f"must be a table ([{name}])."))
             continue
-        section = getattr(cfg, name)
-        hints = get_type_hints(type(section))
-        for key, raw in value.items():
-            full = f"{name}.{key}"
-            if key not in hints:
-                close = [k for k in hints if k.startswith(key[:3])]
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                problems.append(Problem(full, f"is not a known setting{hint}; remove it or fix its name."))
-                continue
+        _fill(getattr(cfg, name), name, value, problems)
+    return cfg
+
+
+def _fill(table: Any, prefix: str, values: dict[str, Any], problems: list[Problem]) -> None:
+    """Set a section's (or sub-table's) fields from its TOML table, noting each problem."""
+    hints = get_type_hints(type(table))
+    for key, raw in values.items():
+        full = f"{prefix}.{key}"
+        if key not in hints:
+            close = [k for k in hints if k.startswith(key[:3])]
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(Problem(full, f"is not a known setting{hint}; remove it or fix its name."))
+        elif _is_table(hints[key]):
+            if isinstance(raw, dict):
+                _fill(getattr(table, key), full, raw, problems)
+            else:
+                problems.append(Problem(full, f"must be a table ([{full}] with name = value lines), not {raw!r}."))
+        else:
             coerced = _coerce(full, raw, hints[key], problems)
             if coerced is not None:
-                setattr(section, key, coerced)
-    return cfg
+                setattr(table, key, coerced)
 
 
 def validate(cfg: Config) -> list[Problem]:
@@ -461,20 +519,18 @@ def from_dict(data: dict[str, Any], *, check: bool = True) -> Config:
 
 
 # The keys that hold paths: relative to the config file's folder on disk (core/project keeps them so).
-PATH_KEYS = (("model", "base"), ("model", "vae"), ("dataset", "path"), ("dataset", "validation_path"), ("output", "dir"))
+PATH_KEYS = ("model.base", "model.vae", "dataset.path", "dataset.validation_path", "dataset.regularization.path", "output.dir")
 
 
 def resolve_paths(cfg: Config, base_dir: Path) -> Config:
     """Paths in a config file are relative to the file's folder (a project moves as one folder)."""
-    out = cfg.replace()
-    for section, key in PATH_KEYS:
-        value = out.get(f"{section}.{key}")
+    changes = {}
+    for key in PATH_KEYS:
+        value = cfg.get(key)
         if value:
             p = Path(value).expanduser()
-            if not p.is_absolute():
-                p = (base_dir / p).resolve()
-            setattr(getattr(out, section), key, str(p))
-    return out
+            changes[key] = str(p if p.is_absolute() else (base_dir / p).resolve())
+    return cfg.with_changes(changes)
 
 
 def load(path: str | Path, *, check: bool = True) -> Config:

@@ -9,11 +9,14 @@ Layout rules (kohya-compatible, so an existing sd-scripts folder works unchanged
   `dataset.default_caption`, or, when that is empty, the `name` of its `N_name` folder, as kohya does;
 - hidden files and folders are skipped, and so are the `runs/` and `cache/` folders of a LoRA Studio
   project (a folder holding `lora_studio.toml`), so our own samples never become training images;
-- a folder named `masks` holds training masks (`find_mask`), never training images, so it is skipped too.
+- a folder named `masks` holds training masks (`find_mask`), never training images, so it is skipped too;
+- the regularisation folder (`dataset.regularization.path`, `scan_regularization`) is scanned on its own
+  with the same rules and skipped by the dataset's scan when it lies inside the image folder.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import re
@@ -48,6 +51,7 @@ class ImageItem:
     # With dataset.masked_loss on: the file the training mask is read from (find_mask) — a masks/ file, or
     # `path` itself when the image's alpha channel is the mask; None trains the whole picture.
     mask: Path | None = None
+    regularization: bool = False  # from dataset.regularization.path: weighted by its loss_weight
 
     @property
     def mask_is_alpha(self) -> bool:
@@ -113,9 +117,10 @@ def _sort_key(entry: os.DirEntry[str]) -> tuple[str, str]:
     return entry.name.casefold(), entry.name
 
 
-def iter_image_files(root: Path) -> Iterator[tuple[Path, str]]:
-    """(absolute path, rel posix path) of every image file under root, in the scan order."""
-    seen: set[Path] = set()
+def iter_image_files(root: Path, skip: frozenset[Path] = frozenset()) -> Iterator[tuple[Path, str]]:
+    """(absolute path, rel posix path) of every image file under root, in the scan order; folders whose
+    resolved path is in `skip` are left out."""
+    seen: set[Path] = set(skip)
 
     def walk(folder: Path, rel_parts: tuple[str, ...]) -> Iterator[tuple[Path, str]]:
         real = folder.resolve()
@@ -208,7 +213,7 @@ def scan(cfg: DatasetConfig, *, verify: bool = False) -> ScanResult:
     root = dataset_root(cfg)
     exclude = {normalize_rel(e) for e in cfg.exclude if normalize_rel(e)}
     result = ScanResult(root=root, items=[])
-    for path, rel in iter_image_files(root):
+    for path, rel in iter_image_files(root, regularization_folders(cfg)):
         if is_excluded(rel, exclude):
             result.excluded += 1
             continue
@@ -245,6 +250,58 @@ def scan(cfg: DatasetConfig, *, verify: bool = False) -> ScanResult:
             )
         raise empty_dataset_error(root)
     return result
+
+
+def regularization_folders(cfg: DatasetConfig) -> frozenset[Path]:
+    """The regularisation folder, when it is set: the dataset's scan never takes its pictures as training images."""
+    reg = cfg.regularization.path.strip()
+    return frozenset({Path(reg).expanduser().resolve()}) if reg else frozenset()
+
+
+def scan_regularization(cfg: DatasetConfig, *, verify: bool = False) -> ScanResult | None:
+    """The regularisation pictures of dataset.regularization (None when its folder is not set).
+
+    Scanned with the dataset's rules (N_name folders, sidecar captions, masks) but its own repeats and no
+    default caption: the dataset's default caption usually carries the trigger, which a regularisation
+    picture must not learn (an uncaptioned one takes its N_name folder's name, as kohya's class token)."""
+    reg = cfg.regularization
+    if not reg.path.strip():
+        return None
+    root = Path(reg.path).expanduser().resolve()
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise UserError(f"The regularisation folder {root} {what}; point {{dataset.regularization.path}} at a folder of "
+                        "pictures, or empty it to train without.", code="regularization_not_found")
+    own = dataclasses.replace(cfg, path=str(root), repeats=reg.repeats, exclude=[], default_caption="", validation_path="",
+                              validation_split=0.0, regularization=dataclasses.replace(reg, path=""))
+    try:
+        result = scan(own, verify=verify)
+    except UserError as e:
+        if e.code != "empty_dataset":
+            raise
+        raise UserError(f"The regularisation folder {root} holds no pictures that can be opened; add .png/.jpg/.webp files "
+                        "or empty {dataset.regularization.path} to train without.", code="empty_regularization") from None
+    result.items = [dataclasses.replace(it, regularization=True) for it in result.items]
+    return result
+
+
+def regularization_epoch(train_items: list[ImageItem], reg_items: list[ImageItem]) -> list[ImageItem]:
+    """The regularisation pictures of one epoch, their repeats set by kohya's rule (sd-scripts train_util,
+    DreamBoothDataset): as many regularisation samples as training samples, each picture taking its own
+    repeats in turn and then one more each round while there are too few; pictures beyond the count are
+    left out. The epoch then mixes both, shuffled into the same batches."""
+    target = sum(it.repeats for it in train_items)
+    counts = [0] * len(reg_items)
+    n, first = 0, True
+    while reg_items and n < target:
+        for i, item in enumerate(reg_items):
+            step = item.repeats if first else 1
+            counts[i] += step
+            n += step
+            if n >= target:
+                break
+        first = False
+    return [dataclasses.replace(it, repeats=c) for it, c in zip(reg_items, counts) if c]
 
 
 def split_validation(items: list[ImageItem], split: float, seed: int) -> tuple[list[ImageItem], list[ImageItem]]:

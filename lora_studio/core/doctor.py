@@ -5,7 +5,9 @@ images, duplicates that weigh double, captions past CLIP's 75-token window, miss
 what is converted automatically (CMYK, 16-bit, palette, transparency, EXIF rotation), and whether the
 trigger word is in the captions. With dataset.masked_loss on it also reads every mask: one that cannot be
 read stops a run, one of another size than its image is stretched to it, and images without a mask train
-everywhere. Fixes never touch an image: "exclude" only adds the file to
+everywhere. The regularisation folder (dataset.regularization) has a check of its own,
+`check_regularization`: its pictures decoded and captioned like the images, and none of its captions may
+hold the trigger word (a regularisation picture shows the model *without* the style). Fixes never touch an image: "exclude" only adds the file to
 `dataset.exclude`; the caption fixes edit the .txt.
 """
 
@@ -26,14 +28,14 @@ from lora_studio.core.captions import (
 from lora_studio.core.config import DatasetConfig
 from lora_studio.core.dataset import (
     caption_path_for, dataset_root, default_caption_for, empty_dataset_error, find_mask, is_excluded, iter_image_files,
-    normalize_rel,
+    normalize_rel, regularization_folders, scan_regularization,
 )
 from lora_studio.core.errors import UserError
 from lora_studio.core.images import ImageError, conversion_notes, load_mask, load_rgb
 from lora_studio.core.tokens import MAX_CAPTION_TOKENS, count_tokens
 
 KINDS = ("unreadable", "not_utf8", "missing_caption", "empty_caption", "too_small", "duplicate", "long_caption", "odd_mode",
-         "trigger_missing", "mask_unreadable", "mask_size", "mask_missing")
+         "trigger_missing", "mask_unreadable", "mask_size", "mask_missing", "reg_trigger")
 FIXES = ("", "exclude", "write_default_caption", "trim_caption", "resave_utf8", "add_trigger")
 # How many captions without the trigger a finding names before it says "and N more".
 NAMED_CAPTIONS = 3
@@ -72,7 +74,7 @@ def check_dataset(
     every caption. progress(done, total) is called after each image."""
     root = dataset_root(cfg)
     exclude = {normalize_rel(e) for e in cfg.exclude if normalize_rel(e)}
-    files = [(p, rel) for p, rel in iter_image_files(root) if not is_excluded(rel, exclude)]
+    files = [(p, rel) for p, rel in iter_image_files(root, regularization_folders(cfg)) if not is_excluded(rel, exclude)]
     if not files:
         raise empty_dataset_error(root)
     findings: list[Finding] = []
@@ -89,7 +91,35 @@ def check_trigger(cfg: DatasetConfig, trigger: str) -> list[Finding]:
     """Only the trigger word's finding (captions are read, images are not): for a changed trigger word."""
     root = dataset_root(cfg)
     exclude = {normalize_rel(e) for e in cfg.exclude if normalize_rel(e)}
-    return _check_trigger(root, [(p, rel) for p, rel in iter_image_files(root) if not is_excluded(rel, exclude)], cfg, trigger)
+    files = [(p, rel) for p, rel in iter_image_files(root, regularization_folders(cfg)) if not is_excluded(rel, exclude)]
+    return _check_trigger(root, files, cfg, trigger)
+
+
+def check_regularization(cfg: DatasetConfig, resolution: int, *, trigger: str = "") -> list[Finding]:
+    """The regularisation folder's problems (none when it is not set): each picture as `check_dataset` checks
+    an image, named by the folder and file ("reg/p01.png"), and one finding when captions hold the trigger.
+    Its findings carry no fix: "exclude" and the default caption are the dataset's own."""
+    found = scan_regularization(cfg, verify=False)
+    if found is None:
+        return []
+    own = dataclasses.replace(cfg, path=str(found.root), default_caption="", exclude=[], regularization=dataclasses.replace(cfg.regularization, path=""))
+    findings: list[Finding] = []
+    seen: list[_Fingerprint] = []
+    files = [(p, f"{found.root.name}/{rel}") for p, rel in iter_image_files(found.root)]
+    for path, rel in files:
+        for f in _check_image(path, rel, own, resolution, seen, []):
+            findings.append(dataclasses.replace(f, fix=""))
+    trigger = trigger.strip()
+    with_trigger = [item for item in found.items if trigger and has_trigger(item.caption, trigger)]
+    if with_trigger:
+        named = ", ".join(f"{found.root.name}/{it.rel}" for it in with_trigger[:NAMED_CAPTIONS])
+        more = f" and {len(with_trigger) - NAMED_CAPTIONS} more" if len(with_trigger) > NAMED_CAPTIONS else ""
+        findings.append(Finding(
+            "reg_trigger", found.root,
+            f'The trigger word "{trigger}" is in {len(with_trigger)} regularisation caption{"s" if len(with_trigger) != 1 else ""} '
+            f"({named}{more}); they should show what the model draws without your style, so take it out of them.", "",
+            paths=tuple(it.path for it in with_trigger), detail=trigger))
+    return findings
 
 
 def _check_image(path: Path, rel: str, cfg: DatasetConfig, resolution: int, seen: list[_Fingerprint],

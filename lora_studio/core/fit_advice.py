@@ -32,11 +32,7 @@ LADDER_IN_WORDS = "checkpointing, fp8 weights, batch 1, 256 px"  # the ladder's 
 
 def with_changes(cfg: Any, changes: dict[str, Any]) -> Any:
     """`cfg` with {"section.key": value} changes applied (what the suggestions and an OOM's fix carry)."""
-    sections: dict[str, dict[str, Any]] = {}
-    for key, value in changes.items():
-        section, name = key.split(".")
-        sections.setdefault(section, {})[name] = value
-    return cfg.replace(**sections)
+    return cfg.with_changes(changes)
 
 
 def _ladder(cfg: Any, *, on_gpu: bool = True) -> list[tuple[str, dict[str, Any]]]:

@@ -81,9 +81,9 @@ class Project:
 
     def relative(self, cfg: Config) -> Config:
         """A copy whose paths inside the project are relative to it (the project folder can move)."""
-        out = cfg.replace()
-        for section, key in PATH_KEYS:
-            value = getattr(getattr(out, section), key)
+        changes = {}
+        for key in PATH_KEYS:
+            value = cfg.get(key)
             if not value:
                 continue
             p = Path(value).expanduser()
@@ -93,8 +93,8 @@ class Project:
                 rel = p.resolve().relative_to(self.root)
             except ValueError:
                 continue  # outside the project: the artist's own folder stays absolute
-            setattr(getattr(out, section), key, rel.as_posix() or ".")
-        return out
+            changes[key] = rel.as_posix() or "."
+        return cfg.with_changes(changes)
 
     def new_run(self, cfg: Config | None = None) -> RunDir:
         """A fresh run folder under runs/ with the run's settings (absolute paths, output.dir = the run).

@@ -188,6 +188,8 @@ def build_metadata(state: dict, cfg, *, finished_at: float, title: str | None = 
         "ss_resolution": (res, res),
         "ss_clip_skip": state.get("clip_skip", cfg.model.clip_skip),
         "ss_num_train_images": state.get("num_train_images", 0),
+        # Regularisation pictures (dataset.regularization): kohya writes both keys, 0 and {} without any.
+        "ss_num_reg_images": state.get("num_reg_images", 0),
         "ss_num_epochs": state.get("num_epochs", 0),
         "ss_max_train_steps": state.get("max_steps", cfg.train.max_steps),
         "ss_batch_size_per_device": state.get("batch_size", cfg.train.batch_size),
@@ -205,6 +207,7 @@ def build_metadata(state: dict, cfg, *, finished_at: float, title: str | None = 
         "ss_training_finished_at": finished_at,
         "ss_tag_frequency": _json(_by_basename(state.get("tag_frequency") or {})),
         "ss_dataset_dirs": _json(_by_basename(state.get("dataset_dirs") or {})),
+        "ss_reg_dataset_dirs": _json(_by_basename(state.get("reg_dataset_dirs") or {})),
         "ss_bucket_info": _json(state.get("bucket_info") or {}),
         "modelspec.sai_model_spec": "1.0.1",
         "modelspec.architecture": architecture(kind, prediction),

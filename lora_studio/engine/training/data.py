@@ -7,6 +7,9 @@ several (process r of W takes every W-th micro-batch).
 With dataset.masked_loss on, each image's mask (core/dataset.find_mask) goes through the same resize, crop
 and flip as its pixels and is area-averaged down to the latent grid (a grey edge stays a fraction); it is
 cached beside the latent and multiplies the per-pixel loss (losses.per_image_loss).
+
+Regularisation pictures (dataset.regularization) are items like the images, batched and shuffled with them;
+a batch holding any carries a per-sample `loss_weight`.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class BatchPlan:
         # The count core/budget shows and derives train.epochs' steps from; _epoch cuts exactly this many.
         self.batches_per_epoch = bucketing.batch_count(bucketing.bucket_counts(items, self.buckets).values(), t.batch_size)
         self.micro_per_step = world_size * t.gradient_accumulation
+        self.has_regularization = any(it.regularization for it in items)
 
     def _epoch(self, epoch: int) -> list[list[int]]:
         # Kohya-style: each image `repeats` times, grouped by bucket, shuffled within the bucket, cut
@@ -212,6 +216,10 @@ class Encodings:
             target = (bucket[1], bucket[0])
             captions.append(process_caption(item.caption, shuffle_tags=d.shuffle_tags, keep_tokens=d.keep_tokens, dropout=d.caption_dropout, rng=rng))
         batch = {"latents": torch.stack(latents), "captions": captions}
+        if self.plan.has_regularization:
+            # dataset.regularization.loss_weight on its pictures (kohya's prior_loss_weight), 1 on the images.
+            weight = d.regularization.loss_weight
+            batch["loss_weight"] = torch.tensor([weight if self.plan.items[s.item].regularization else 1.0 for s in slots])
         if self.masked:
             batch["mask"] = torch.stack(masks)  # [B, 1, h, w]: broadcast over the latent channels
         if self.trainer.models.kind == "sdxl":

@@ -7,7 +7,6 @@ read at step boundaries, so the CLI, the app, the tests and multi-GPU all drive 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,18 +14,15 @@ from typing import Protocol
 
 import torch
 
-from lora_studio.core import budget as budget_mod
 from lora_studio.core import events as ev
 from lora_studio.core.buckets import bucket_info
-from lora_studio.core.captions import tag_frequency
 from lora_studio.core.config import Config
-from lora_studio.core.dataset import scan
 from lora_studio.core import optimizers as optimizer_spec
 from lora_studio.core.errors import UserError, spell
 from lora_studio.core.runs import RunDir
 from lora_studio.engine.models.load import load_models
 from lora_studio.engine.out_of_memory import out_of_memory_where, release_cached_memory
-from lora_studio.engine.training import checkpoint, lora, optimizers, sampling, validation
+from lora_studio.engine.training import checkpoint, lora, optimizers, run_data, sampling, validation
 from lora_studio.engine.training.cache import DiskCache, default_cache_dir
 from lora_studio.engine.training.data import BatchPlan, Encodings
 from lora_studio.engine.training.step import Trainer, resolve_precision
@@ -70,21 +66,6 @@ def _prepare_run_dir(cfg: Config, resume: bool) -> Path:
     return run_dir
 
 
-def _length_in_steps(cfg: Config, items: list, world_size: int, emit) -> Config:
-    """The config with train.max_steps set to what train.epochs whole epochs take on these images.
-
-    Worked out here, at the start, with the arithmetic the Settings tab shows (core/budget, which counts
-    the batches as BatchPlan cuts them), so images added after setting "10 epochs" still train 10 epochs.
-    The run folder's settings keep `epochs`, so a resume works out the same end again.
-    """
-    if cfg.train.epochs <= 0:
-        return cfg
-    b = budget_mod.budget_for(cfg, items, world_size)
-    emit(ev.Status("loading", f"{budget_mod.plural(b.epochs, 'epoch')} = {budget_mod.plural(b.steps, 'step')}: "
-                              f"{budget_mod.describe(b)}"))
-    return cfg.replace(train={"max_steps": b.steps})
-
-
 def train(cfg: Config, sink: ev.EventSink, commands: CommandSource | None = None, *, resume: bool = False) -> ev.Finished:
     commands = commands or ScriptedCommands()
     try:
@@ -124,22 +105,8 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
     torch.manual_seed(cfg.train.seed)
 
     emit(ev.Status("loading", "Reading the dataset"))
-    data = scan(cfg.dataset, verify=True)
-    for path, reason in data.skipped:
-        emit(ev.Warning(f"Skipped {path.name}: {reason}", code="bad_image", path=str(path)))
-    if data.missing_captions:
-        emit(ev.Warning(
-            f"{data.missing_captions} image{'s have' if data.missing_captions != 1 else ' has'} no caption file; "
-            f"using the default caption {cfg.dataset.default_caption!r}.", code="missing_captions"))
-    if cfg.dataset.masked_loss and data.items and not any(item.mask for item in data.items):
-        emit(ev.Warning(spell("{dataset.masked_loss} is on but no image has a mask (a same-name file in masks/ or an alpha "
-                              "channel), so every picture trains whole."), code="no_masks"))
-
-    cfg = _length_in_steps(cfg, data.items, acc.num_processes, emit)
-    train_items, held = validation.held_out(cfg, data.items)
-    if held:
-        emit(ev.Status("loading", f"{len(held)} image{'s' if len(held) != 1 else ''} held out for the validation loss"))
-    data = dataclasses.replace(data, items=train_items)
+    cfg, data = run_data.read(cfg, emit, acc.num_processes)
+    held = data.held
     for warning in optimizer_spec.warnings(cfg):
         emit(ev.Warning(spell(warning), code="optimizer_settings"))
 
@@ -169,7 +136,7 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
     started_at = saved.state.get("training_started_at", time.time()) if saved else time.time()
 
     total = cfg.train.max_steps
-    emit(ev.Started(str(run_dir), total, models.kind, models.prediction, start_step=start_step, device=str(acc.device), num_images=len(data.items)))
+    emit(ev.Started(str(run_dir), total, models.kind, models.prediction, start_step=start_step, device=str(acc.device), num_images=len(data.images.items)))
 
     emit(ev.Status("caching", "Encoding images and captions once"))
     enc = Encodings(trainer, plan, DiskCache(default_cache_dir(run_dir)))
@@ -202,8 +169,7 @@ def _train(cfg: Config, sink: ev.EventSink, commands: CommandSource, resume: boo
     info = {
         "model_kind": models.kind, "prediction": models.prediction, "base_model": cfg.model.base, "base_name": models.base_name,
         "rank": cfg.network.rank, "alpha": cfg.network.alpha, "network": lora.network_state(cfg.network), "resolution": cfg.train.resolution,
-        "num_train_images": len(data.items), "max_steps": total, "batch_size": cfg.train.batch_size,
-        "dataset_dirs": data.dataset_dirs(), "tag_frequency": tag_frequency(data.items),
+        **data.info(), "max_steps": total, "batch_size": cfg.train.batch_size,
         "bucket_info": bucket_info(plan.items, plan.buckets), "training_started_at": started_at,
         "learning_rate": cfg.train.learning_rate, "text_encoder_lr": cfg.network.text_encoder_lr,
         "train_text_encoder": cfg.network.train_text_encoder, "optimizer": cfg.train.optimizer, "seed": cfg.train.seed,

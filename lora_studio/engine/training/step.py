@@ -233,6 +233,8 @@ class Trainer:
             loss = loss * self._min_snr_weights(t)
         if self.cfg.train.debiased_estimation:
             loss = loss * losses.debiased_weights(self.alphas_cumprod, t, self.models.prediction)
+        if "loss_weight" in batch:  # regularisation pictures: dataset.regularization.loss_weight (training/data.py)
+            loss = loss * self._on_device(batch["loss_weight"]).to(loss.dtype)
         return loss.mean()
 
     def prediction_loss(self, batch: dict, noise: torch.Tensor, t: torch.Tensor, *, latents: torch.Tensor | None = None) -> torch.Tensor:

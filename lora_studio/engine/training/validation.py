@@ -12,7 +12,7 @@ import dataclasses
 
 import torch
 
-from lora_studio.core.config import Config, DatasetConfig
+from lora_studio.core.config import Config
 from lora_studio.core.dataset import ImageItem, scan, split_validation
 from lora_studio.engine.training.data import BatchPlan, Encodings, Slot
 
@@ -25,7 +25,7 @@ def held_out(cfg: Config, items: list[ImageItem]) -> tuple[list[ImageItem], list
     d = cfg.dataset
     train, held = split_validation(items, d.validation_split, cfg.train.seed)
     if d.validation_path:
-        own = DatasetConfig(**{**dataclasses.asdict(d), "path": d.validation_path, "exclude": [], "validation_path": ""})
+        own = dataclasses.replace(d, path=d.validation_path, exclude=[], validation_path="")
         held += scan(own, verify=True).items
     return train, held
 
