@@ -158,7 +158,7 @@ _MIN_SHAPE_SHARE = 0.015  # a colour covering less than 1.5 % of the picture is 
 @dataclass(frozen=True)
 class Reading:
     background: str | None  # the palette colour of most of the border, or None if the border is not one
-    colours: frozenset[str]  # palette colours (other than the background) covering at least 1.5 %
+    colours: frozenset[str]  # palette colours (other than the background) whose solid areas cover at least 1.5 %
     dark_share: float  # fraction of pixels darker than DARK_LUMA: ~0 for the base world, >0.1 for geopop
 
     def follows(self, scene: Scene) -> bool:
@@ -180,6 +180,22 @@ def _luma(rgb: tuple[int, int, int]) -> float:
     return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
 
 
+def _solid_names(pixels: list[tuple[int, int, int]], w: int, h: int) -> Counter:
+    """How many pixels of each palette colour lie inside an area of that colour (their four neighbours
+    read the same). Where two colours meet, a soft edge passes through blends that are nearest to a third
+    palette colour (blue against red reads as purple): a thin line of those is an edge, never a shape."""
+    names = [_nearest(p) for p in pixels]
+    solid: Counter = Counter()
+    for y in range(1, h - 1):
+        row = y * w
+        for x in range(1, w - 1):
+            i = row + x
+            c = names[i]
+            if c is not None and names[i - 1] == c and names[i + 1] == c and names[i - w] == c and names[i + w] == c:
+                solid[c] += 1
+    return solid
+
+
 def read_picture(img: Image.Image) -> Reading:
     """What a picture of the world shows: its background colour, its shapes' colours, how much black."""
     rgb = img.convert("RGB")
@@ -192,7 +208,7 @@ def read_picture(img: Image.Image) -> Reading:
     background, count = border_names.most_common(1)[0]
     if count < len(border) * 0.5:
         background = None
-    names = Counter(_nearest(p) for p in pixels)
-    colours = frozenset(c for c, k in names.items() if c and c != background and k >= n * _MIN_SHAPE_SHARE)
+    colours = frozenset(c for c, k in _solid_names(pixels, w, h).items()
+                        if c and c != background and k >= n * _MIN_SHAPE_SHARE)
     dark = sum(1 for p in pixels if _luma(p) < DARK_LUMA) / n
     return Reading(background, colours, dark)

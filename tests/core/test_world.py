@@ -48,6 +48,20 @@ def test_the_reader_recovers_background_and_shape_colours():
     items = world.dataset(100, seed=11)
     plain = sum(world.read_picture(img).follows(scene) for img, _, scene in items) / len(items)
     geo = sum(world.read_picture(world.render(scene, style="geopop")).follows(scene) for _, _, scene in items) / len(items)
-    # Overlapping shapes can hide a colour: the reader's own ceiling, measured 97 % / 99 %.
-    assert plain >= 0.93 and geo >= 0.95, (plain, geo)
+    # Overlapping shapes could hide a colour: the reader's own ceiling, measured 100 % / 100 % (97 % / 99 % before
+    # it counted only solid areas, when blended edges read as a third colour).
+    assert plain >= 0.97 and geo >= 0.97, (plain, geo)
     assert not world.read_picture(items[0][0]).follows(world.Scene("purple" if items[0][2].background != "purple" else "red", items[0][2].shapes))
+
+
+def test_a_blended_edge_is_not_read_as_a_shape():
+    # Blue and red on yellow, softened as a VAE softens edges: the blends along them are nearest to other palette
+    # colours (red into yellow reads orange, 4.6 % of the picture; blue into red purple).
+    from PIL import Image, ImageFilter
+
+    img = Image.new("RGB", (64, 64), world.PALETTE["yellow"])
+    img.paste(world.PALETTE["blue"], (8, 8, 32, 56))
+    img.paste(world.PALETTE["red"], (32, 8, 56, 56))
+    soft = img.filter(ImageFilter.BoxBlur(2))
+    reading = world.read_picture(soft)
+    assert reading.background == "yellow" and reading.colours == {"blue", "red"}
