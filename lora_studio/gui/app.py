@@ -40,6 +40,7 @@ QLabel#readyLine[state="blocked"] { background: #3a2b20; color: #ffd9b8; }
 QLabel#readyLine[state="warn"] { background: #3a3320; color: #ffe3a3; }
 QLabel#readyLine a { color: #8ab4ff; }
 QFrame#emptyState { border: 2px dashed #4a4f58; border-radius: 14px; background: #1e2024; }
+QFrame#regSection { border: 1px solid #33363c; border-radius: 8px; }
 QFrame#dropBar { border-radius: 6px; }
 QFrame#dropBar[kind="question"] { background: #27345a; border: 1px solid #4a64a8; }
 QFrame#dropBar[kind="info"] { background: #203326; border: 1px solid #3d6b4c; }

@@ -25,6 +25,8 @@ from lora_studio.gui.dataset.bulk_actions import BulkActions, BulkActionsBar
 from lora_studio.gui.dataset.caption_editor import CaptionEditor, CaptionWriter
 from lora_studio.gui.dataset.health_panel import HealthPanel
 from lora_studio.gui.dataset.model import DatasetModel
+from lora_studio.gui.dataset.regularization import RegularizationSection
+from lora_studio.gui.dataset.regularization_scan import RegularizationScan
 from lora_studio.gui.dataset.rows import grid_rows
 from lora_studio.gui.dataset.view import DatasetView
 from lora_studio.gui.new_project_dialog import NewProjectDialog
@@ -36,8 +38,11 @@ from lora_studio.gui.store import ConfigStore
 from lora_studio.gui.tasks import run_in_background
 
 APP_TITLE = "LoRA Studio"
-# Settings that change which images train or with what caption: the grid must be rescanned.
-RESCAN_KEYS = {"", "dataset.path", "dataset.caption_extension", "dataset.repeats", "dataset.default_caption"}
+# Settings that change which images train or with what caption: the grid must be rescanned (the dataset's
+# scan leaves out a regularisation folder that lies inside the image folder). The regularisation folder's
+# own scan follows its settings by itself (RegularizationScan).
+RESCAN_KEYS = {"", "dataset.path", "dataset.caption_extension", "dataset.repeats", "dataset.default_caption",
+               "dataset.regularization.path"}
 
 
 class MainWindow(QMainWindow):
@@ -59,7 +64,10 @@ class MainWindow(QMainWindow):
         self.caption_editor = CaptionEditor(self.undo_stack, self.writer, store=self.store)
         self.health = HealthPanel(self.store, self.undo_stack, self.writer, self.bulk)
         self.bulk_bar = BulkActionsBar(self.bulk)
-        self.settings_panel = SettingsPanel(self.store, find_models=find_models)
+        # One scan of the regularisation folder for the Dataset tab's section and the Settings tab's budget.
+        self.reg_scan = RegularizationScan(self.store, self)
+        self.regularization = RegularizationSection(self.store, self.reg_scan)
+        self.settings_panel = SettingsPanel(self.store, find_models=find_models, regularization=self.reg_scan)
         self.train_page = TrainPage()
         self.train_page.settings_requested.connect(lambda: self.tabs.setCurrentIndex(1))
         self.notifier = Notifier(self)
@@ -93,6 +101,7 @@ class MainWindow(QMainWindow):
         lv = QVBoxLayout(left)
         lv.setContentsMargins(12, 12, 6, 8)
         lv.addWidget(self.dataset_view, 1)
+        lv.addWidget(self.regularization)
         lv.addWidget(self.bulk_bar)
         self.right_splitter = QSplitter(Qt.Orientation.Vertical)
         self.right_splitter.addWidget(_padded(self.caption_editor))
@@ -159,6 +168,7 @@ class MainWindow(QMainWindow):
         self.writer.written.connect(self.model.set_caption)
         self.writer.written.connect(self.health.caption_written)
         self.health.image_activated.connect(self._show_image)
+        self.health.check_button.clicked.connect(lambda: self.reg_scan.rescan())  # "Check again" reads that folder again too
         self.store.changed.connect(self._config_changed)
         self.store.problems_changed.connect(self._update_ready)
         self.store.save_failed.connect(lambda m: self.statusBar().showMessage(m, 10_000))

@@ -2,7 +2,9 @@
 
 The check decodes every image, so it runs on a pool thread with a progress bar; a newer check (or a
 closed project) makes an older one stop at its next image. Fixes go through the undo stack: leaving an
-image out is a `dataset.exclude` entry, and caption fixes keep the previous file for undo.
+image out is a `dataset.exclude` entry, and caption fixes keep the previous file for undo. The regularisation
+folder's findings (core/doctor.check_regularization) are listed with them but kept apart, in `reg_findings`:
+they have no fix (those pictures are not the dataset's to exclude or recaption) and lie outside the image folder.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from PySide6.QtWidgets import (
 
 from lora_studio.core.captions import read_caption
 from lora_studio.core.dataset import caption_path_for, dataset_root, is_excluded, normalize_rel
-from lora_studio.core.doctor import Finding, apply_fix, check_dataset, check_trigger
+from lora_studio.core.doctor import Finding, apply_fix, check_dataset, check_regularization, check_trigger
 from lora_studio.core.errors import UserError
 from lora_studio.core.tokens import MAX_CAPTION_TOKENS, count_tokens
 from lora_studio.gui.dataset.bulk_actions import BulkActions
@@ -32,15 +34,32 @@ FIX_LABELS = {"exclude": "Leave out", "write_default_caption": "Write default ca
               "resave_utf8": "Re-save as UTF-8", "add_trigger": "Add trigger word"}
 SEVERITY = {"unreadable": "error", "not_utf8": "error", "duplicate": "warn", "too_small": "warn", "long_caption": "warn",
             "missing_caption": "warn", "empty_caption": "warn", "odd_mode": "info", "trigger_missing": "warn",
-            "mask_unreadable": "error", "mask_size": "warn", "mask_missing": "info"}
+            "mask_unreadable": "error", "mask_size": "warn", "mask_missing": "info", "reg_trigger": "warn",
+            "reg_unusable": "error"}
 SEVERITY_ORDER = {"error": 0, "warn": 1, "info": 2}
-KIND_ORDER = {k: i for i, k in enumerate(("unreadable", "not_utf8", "mask_unreadable", "trigger_missing", "duplicate", "too_small",
-                                           "mask_size", "long_caption", "empty_caption", "missing_caption", "mask_missing", "odd_mode"))}
+KIND_ORDER = {k: i for i, k in enumerate(("unreadable", "not_utf8", "mask_unreadable", "reg_unusable", "trigger_missing", "reg_trigger",
+                                           "duplicate", "too_small", "mask_size", "long_caption", "empty_caption", "missing_caption",
+                                           "mask_missing", "odd_mode"))}
 MAX_ROWS = 300  # beyond this the list is noise; the summary still counts everything
 
 
 class _Cancelled(Exception):
     pass
+
+
+def regularization_findings(dataset, resolution: int, trigger: str) -> list[Finding]:
+    """check_regularization's findings; a folder that cannot be used is one finding, not a failed check
+    (the dataset's own findings still count)."""
+    try:
+        return check_regularization(dataset, resolution, trigger=trigger)
+    except UserError as e:
+        text = e.template + (f" {e.hint_template}" if e.hint_template else "")
+        return [Finding("reg_unusable", Path(dataset.regularization.path), text)]
+
+
+def _order(f: Finding) -> tuple[int, int]:
+    # What stops training first, then what spoils it, then notes; scan order within each kind.
+    return SEVERITY_ORDER[SEVERITY.get(f.kind, "warn")], KIND_ORDER.get(f.kind, 99)
 
 
 class _Progress(QObject):
@@ -56,6 +75,8 @@ class HealthPanel(QWidget):
         super().__init__(parent)
         self.store, self.undo_stack, self.writer, self.bulk = store, undo_stack, writer, bulk
         self.findings: list[Finding] = []
+        self.reg_findings: list[Finding] = []
+        self._reg_checks = 0
         self._checked = False  # a check has run: a new trigger word is then checked against the captions
         self._trigger_checks = 0
         self._cancel = threading.Event()
@@ -109,14 +130,19 @@ class HealthPanel(QWidget):
                 raise _Cancelled
             emit(done, total)
 
-        def work() -> list[Finding]:
-            return check_dataset(dataset, resolution, trigger=trigger, progress=progress)
+        def work() -> tuple[list[Finding], list[Finding]]:
+            found = check_dataset(dataset, resolution, trigger=trigger, progress=progress)
+            if cancel.is_set():
+                raise _Cancelled
+            return found, regularization_findings(dataset, resolution, trigger)
 
         self.bar.setRange(0, 0)
         self.bar.show()
         self.summary.setText("Checking every image…")
         self.check_button.setEnabled(False)
-        run_in_background(work, lambda f: self._done(cancel, f), lambda e: self._failed(cancel, e), owner=self)
+        self._reg_checks += 1  # a reg-only check asked for before this one is older than it
+        reg_ticket = self._reg_checks
+        run_in_background(work, lambda f: self._done(cancel, f, reg_ticket), lambda e: self._failed(cancel, e), owner=self)
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -126,24 +152,26 @@ class HealthPanel(QWidget):
         self.bar.setValue(done)
         self.summary.setText(f"Checking image {done:,} of {total:,}…")
 
-    def _done(self, cancel: threading.Event, findings: list[Finding]) -> None:
+    def _done(self, cancel: threading.Event, found: tuple[list[Finding], list[Finding]], reg_ticket: int) -> None:
         if cancel is not self._cancel:
             return  # a newer check is on its way
+        findings, reg_findings = found
+        if reg_ticket == self._reg_checks:  # else a reg-only check asked for since has the newer settings
+            self.reg_findings = reg_findings
         self._finish()
         self._checked = True
         self._set_findings(findings)
-        self.checked.emit(findings)
+        self.checked.emit(findings + self.reg_findings)
 
     def _set_findings(self, findings: list[Finding]) -> None:
-        # What stops training first, then what spoils it, then notes; scan order within each kind.
-        self.findings = sorted(findings, key=lambda f: (SEVERITY_ORDER[SEVERITY.get(f.kind, "warn")], KIND_ORDER.get(f.kind, 99)))
+        self.findings = sorted(findings, key=_order)
         self._show()
 
     def _failed(self, cancel: threading.Event, error: Exception) -> None:
         if cancel is not self._cancel or isinstance(error, _Cancelled):
             return
         self._finish()
-        self.findings = []
+        self.findings, self.reg_findings = [], []
         self.list.clear()
         self.summary.setText(say(error.template) if isinstance(error, UserError) else f"The check failed: {error}")
 
@@ -155,7 +183,7 @@ class HealthPanel(QWidget):
         self.cancel()
         self._finish()
         self._checked = False
-        self.findings = []
+        self.findings, self.reg_findings = [], []
         self.list.clear()
         self.summary.setText(message)
 
@@ -183,7 +211,7 @@ class HealthPanel(QWidget):
 
     def _show(self) -> None:
         self.list.clear()
-        visible = self._visible()
+        visible = sorted(self._visible() + self.reg_findings, key=_order)
         problems = [f for f in visible if SEVERITY.get(f.kind) != "info"]
         if not visible:
             self.summary.setText("Everything looks good: every image opens and has a caption that fits.")
@@ -259,6 +287,23 @@ class HealthPanel(QWidget):
             self._show()
         if key == "output.trigger" and self._checked:
             self._check_trigger()
+        if key in ("output.trigger", "dataset.regularization.path", "dataset.caption_extension") and self._checked:
+            self._check_regularization()
+
+    def _check_regularization(self) -> None:
+        """Check only the regularisation folder (a new one, or its captions against a new trigger word), off
+        the GUI thread; of several quick edits only the last one's answer is shown."""
+        self._reg_checks += 1
+        ticket = self._reg_checks
+        dataset = dataclasses.replace(self.store.config.dataset, exclude=[])
+        resolution, trigger = self.store.config.train.resolution, self.store.config.output.trigger
+
+        def done(found: list[Finding]) -> None:
+            if ticket == self._reg_checks and self._checked:
+                self.reg_findings = found
+                self._show()
+
+        run_in_background(lambda: regularization_findings(dataset, resolution, trigger), done, lambda _e: None, owner=self)
 
     def _check_trigger(self) -> None:
         """Check a new trigger word against the captions (not the images again), off the GUI thread; of

@@ -22,7 +22,8 @@ from lora_studio.gui.store import ConfigStore
 
 # Decimals a number's editor shows (3 when not listed). The range is the schema's; Qt rounds it to these.
 DECIMALS = {"network.alpha": 1, "network.dropout": 2, "sample.guidance_scale": 1, "train.max_grad_norm": 2,
-            "train.min_snr_gamma": 1, "dataset.caption_dropout": 2, "train.ema_decay": 5}
+            "train.min_snr_gamma": 1, "dataset.caption_dropout": 2, "train.ema_decay": 5,
+            "dataset.regularization.loss_weight": 2}
 INT_LIMIT = 2**31 - 1  # a QSpinBox holds a C int
 
 

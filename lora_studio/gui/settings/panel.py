@@ -3,7 +3,8 @@
 The base model picker offers the checkpoints already on this computer (core/model_finder, searched on a
 pool thread). Training length is set in steps (train.max_steps) or in whole epochs (train.epochs > 0, the
 engine works out the steps when it starts), and the plain-words budget line under it says what either
-means for this dataset, counted as the engine cuts its batches (core/budget).
+means for this dataset, counted as the engine cuts its batches (core/budget), regularisation pictures
+included: their folder is read once per change of its settings (gui/dataset/regularization_scan), not here.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from lora_studio.core.errors import UserError
 from lora_studio.core.model_finder import describe_model, find_base_models
 from lora_studio.core.presets import apply_preset, get_preset, list_presets, matching_preset, preset_keys
 from lora_studio.gui import dialog_dirs
+from lora_studio.gui.dataset.regularization_scan import RegularizationScan
 from lora_studio.gui.device_probe import DeviceProbe
 from lora_studio.gui.settings.fields import ChoiceHelp, ProblemLabel, SciSpinBox, field_row, key_spin, reserve_lines, spin, stacked, widget_for
 from lora_studio.gui.settings.memory_line import MemoryLine
@@ -44,9 +46,12 @@ class SettingsPanel(QWidget):
     budget_changed = Signal(str)
 
     def __init__(self, store: ConfigStore, parent: QWidget | None = None, *, find_models: bool = True,
-                 device_probe: DeviceProbe | None = None):
+                 device_probe: DeviceProbe | None = None, regularization: RegularizationScan | None = None):
         super().__init__(parent)
         self.store = store
+        # The window's scan of the regularisation folder (shared with the Dataset tab), else one of its own.
+        self.regularization = regularization or RegularizationScan(store, self)
+        self.regularization.changed.connect(self._update_budget)
         self._probe = device_probe  # None: the app-wide probe, asked when the memory line is first shown
         self._items: list[Any] = []
         self._no_wheel = _NoWheel(self)
@@ -269,7 +274,7 @@ class SettingsPanel(QWidget):
 
     def _budget(self) -> StepBudget:
         """The step budget the engine will train for these images (UserError when it cannot be worked out)."""
-        return budget_for(self.store.config, self._items)
+        return budget_for(self.store.config, self._items, regularization=self.regularization.budget_items())
 
     def _update_budget(self) -> None:
         if not self._items:

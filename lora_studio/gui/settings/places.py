@@ -64,8 +64,10 @@ APPLIES: dict[str, Callable[[Config], bool]] = {
 # The keys whose value decides whether another row applies (the panel re-checks on their change).
 APPLIES_ON = frozenset({"train.lr_scheduler", "train.timestep_sampling", "train.loss", "network.type", "train.ema"})
 
-# Set in the Dataset tab (the folder buttons and a drop; Exclude / Include), not in Settings.
-DATASET_TAB = ("dataset.path", "dataset.exclude")
+# Set in the Dataset tab (the folder buttons and a drop; Exclude / Include; the Regularisation pictures
+# section), not in Settings.
+DATASET_TAB = ("dataset.path", "dataset.exclude", "dataset.regularization.path", "dataset.regularization.repeats",
+               "dataset.regularization.loss_weight")
 
 # A setting named in a message: as a {section.key} placeholder, or written out as the CLI spells it
 # ("lower dataset.min_bucket_side or ..."; not inside a path or a longer name). One pass, so a name
