@@ -224,7 +224,7 @@ def _cut_note(budget: StepBudget) -> str:
 def describe(budget: StepBudget, seconds_per_step: float | None = None) -> str:
     """E.g. '120 images × 10 repeats × 8 epochs = 9,600 samples = 2,400 steps at batch 4, about 25 minutes'."""
     images = plural(budget.images, "image")
-    reg = f" + {plural(budget.regularization, 'regularisation picture')}" if budget.regularization else ""
+    reg = f" + {plural(budget.regularization, 'regularisation sample')}" if budget.regularization else ""
     if budget.min_repeats == budget.max_repeats and not reg:
         per_epoch = of_epoch = f"{images} × {plural(budget.min_repeats, 'repeat')}"
     else:

@@ -97,7 +97,7 @@ def test_they_double_an_epoch_and_say_so(tmp_path):
                            train={"epochs": 3, "batch_size": 2, "resolution": 64})
     b = budget_for(cfg, scan(cfg.dataset))  # the folder is scanned by the budget itself
     assert (b.images, b.regularization, b.samples_per_epoch, b.steps) == (6, 12, 24, 36)
-    assert describe(b) == ("6 images × 2 repeats + 12 regularisation pictures = 24 per epoch × 3 epochs = 72 samples "
+    assert describe(b) == ("6 images × 2 repeats + 12 regularisation samples = 24 per epoch × 3 epochs = 72 samples "
                            "= 36 steps at batch 2")
     plain = budget_for(cfg.with_changes({"dataset.regularization.path": ""}), scan(cfg.dataset))
     assert (plain.regularization, plain.steps) == (0, 18)

@@ -138,8 +138,8 @@ def test_the_budget_sentence_counts_the_regularisation_pictures_and_reads_the_fo
     monkeypatch.setattr(budget_mod, "scan_regularization", no_scan)
     section.use_folder(reg)
     # Each epoch takes as many regularisation samples as it has training samples (kohya's rule).
-    qtbot.waitUntil(lambda: "regularisation pictures" in panel.budget.text(), timeout=5000)
-    assert panel.budget.text() == ("3 images × 1 repeat + 3 regularisation pictures = 6 per epoch × 2 epochs = "
+    qtbot.waitUntil(lambda: "regularisation samples" in panel.budget.text(), timeout=5000)
+    assert panel.budget.text() == ("3 images × 1 repeat + 3 regularisation samples = 6 per epoch × 2 epochs = "
                                    "12 samples = 12 steps at batch 1.")
     for rank in (8, 12, 24, 32):  # edits elsewhere do not read the folder again
         store.set("network.rank", rank)
@@ -147,7 +147,7 @@ def test_the_budget_sentence_counts_the_regularisation_pictures_and_reads_the_fo
     assert scans == [1]
     store.set(REPEATS_KEY, 2)  # its own settings do, once: each picture now comes twice, up to the count
     qtbot.waitUntil(lambda: len(scans) == 2 and not section.scan.scanning, timeout=5000)
-    assert panel.budget.text().startswith("3 images × 1 repeat + 4 regularisation pictures = 7 per epoch")
+    assert panel.budget.text().startswith("3 images × 1 repeat + 4 regularisation samples = 7 per epoch")
 
 
 def test_the_window_shows_the_section_and_the_health_panel_lists_the_folders_findings(qtbot, tmp_path, isolated_settings):
@@ -166,7 +166,7 @@ def test_the_window_shows_the_section_and_the_health_panel_lists_the_folders_fin
     _counted(qtbot, w.regularization, 2)
     qtbot.waitUntil(lambda: any(f.kind == "reg_trigger" for f in w.health.reg_findings), timeout=10_000)
     assert w.model.rowCount() == 3  # the grid holds the images only
-    assert "regularisation pictures" in w.settings_panel.budget_text
+    assert "regularisation samples" in w.settings_panel.budget_text
     texts = [w.health.list.itemWidget(w.health.list.item(i)).findChildren(QLabel)[1].text() for i in range(w.health.list.count())]
     assert any('The trigger word "zkstyle" is in 1 regularisation caption (reg/reg001.png)' in t for t in texts)
     # Moved away in a file manager, then "Check again": the folder's problem is listed, the images still checked.
