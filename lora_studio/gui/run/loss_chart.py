@@ -53,6 +53,9 @@ class LossChart(QWidget):
                                         color=self.palette().color(QPalette.ColorRole.PlaceholderText), anchor=(0.5, 0.5))
         self._placeholder.setPos(0.5, 0.5)
         item.addItem(self._placeholder, ignoreBounds=True)
+        # Steps and losses are never negative: around a single point (the step-0 validation loss, before any
+        # training step) pyqtgraph would otherwise centre a -0.5..0.5 range on it.
+        item.getViewBox().setLimits(xMin=0, yMin=0)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -174,10 +177,10 @@ class LossChart(QWidget):
             item.getViewBox().updateAutoRange()  # now, not at the next paint: the points are clipped to the view
 
     def _update_readout(self) -> None:
-        if not self._steps:
-            self._readout.setText("Loss: no steps yet")
-            return
-        text = f"Loss at step {self._steps[-1]:,}: {self._losses[-1]:.4f}  ·  smoothed {self._smoothed[-1]:.4f}"
+        if self._steps:
+            text = f"Loss at step {self._steps[-1]:,}: {self._losses[-1]:.4f}  ·  smoothed {self._smoothed[-1]:.4f}"
+        else:
+            text = "Loss: no steps yet"
         if self._validation:
             step, value = self._validation[-1]
             text += f"  ·  validation {value:.4f} (step {step:,})"

@@ -39,3 +39,14 @@ def test_an_empty_chart_says_what_it_will_show_instead_of_made_up_numbers(qtbot)
     assert not chart.is_empty_view() and not chart._placeholder.isVisible() and left.style["showValues"]
     chart.clear()
     assert chart.is_empty_view() and not left.style["showValues"]
+
+
+def test_the_step_0_validation_loss_alone_is_not_centred_on_negative_numbers(qtbot):
+    # Before the first training step only the step-0 validation loss exists: one point at x = 0.
+    chart = LossChart()
+    qtbot.addWidget(chart)
+    chart.resize(400, 300)
+    chart.set_validation([(0, 0.16)])
+    (x0, x1), (y0, y1) = chart._plot.getPlotItem().getViewBox().viewRange()
+    assert x0 >= 0 and y0 >= 0 and x1 > 0 and y1 > 0.16
+    assert chart._readout.text() == "Loss: no steps yet  ·  validation 0.1600 (step 0)"
