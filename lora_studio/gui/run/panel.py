@@ -96,8 +96,11 @@ class RunPanel(QWidget):
         self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
         self.splitter.addWidget(self.chart)
         self.splitter.addWidget(self.gallery)
-        self.splitter.setStretchFactor(0, 3)
-        self.splitter.setStretchFactor(1, 2)
+        # The samples are what the artist watches (a row per sample step, one picture per prompt): they get
+        # the larger share; the loss chart reads fine narrow.
+        self.splitter.setStretchFactor(0, 2)
+        self.splitter.setStretchFactor(1, 3)
+        self.splitter.setSizes([400, 600])
         self.log_toggle = QToolButton(self, text="Log", checkable=True, autoRaise=True)
         self.log_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.log_toggle.setArrowType(Qt.ArrowType.RightArrow)
