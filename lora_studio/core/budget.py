@@ -168,16 +168,15 @@ def budget_for(cfg: Config, scan_or_items: Any, world_size: int = 1, *,
     folder is scanned here (image headers only)."""
     t = cfg.train
     buckets = buckets_for(cfg)
-    if cfg.dataset.validation_split:
-        # Held-out images are not trained on: the budget counts what the engine's BatchPlan will batch.
-        items = list(getattr(scan_or_items, "items", scan_or_items))
-        scan_or_items = split_validation(items, cfg.dataset.validation_split, t.seed)[0]
     if regularization is None and cfg.dataset.regularization.path.strip():
         found = scan_regularization(cfg.dataset)
         regularization = found.items if found else []
-    if regularization:
+    if cfg.dataset.validation_split or regularization:
         items = list(getattr(scan_or_items, "items", scan_or_items))
-        scan_or_items = items + regularization_epoch(items, regularization)
+        # Held-out images are not trained on: the budget counts what the engine's BatchPlan will batch.
+        if cfg.dataset.validation_split:
+            items = split_validation(items, cfg.dataset.validation_split, t.seed)[0]
+        scan_or_items = items + regularization_epoch(items, regularization or [])
     if t.epochs > 0:
         return budget_from_epochs(scan_or_items, t.epochs, t.batch_size, t.gradient_accumulation, buckets=buckets, world_size=world_size)
     return budget_from_steps(scan_or_items, t.max_steps, t.batch_size, t.gradient_accumulation, buckets=buckets, world_size=world_size)

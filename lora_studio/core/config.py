@@ -284,7 +284,7 @@ class Config:
         (`cfg.replace(dataset={"regularization": {"repeats": 2}})` keeps its path)."""
         data = self.to_dict()
         for name, values in sections.items():
-            _merge(data[name], values)
+            _merge(data[name], values, SECTIONS[name].default_factory)
         return from_dict(data, check=False)
 
     def with_changes(self, changes: dict[str, Any]) -> "Config":
@@ -300,10 +300,13 @@ class Config:
         return self.replace(**sections)
 
 
-def _merge(into: dict[str, Any], values: dict[str, Any]) -> None:
+def _merge(into: dict[str, Any], values: dict[str, Any], table: Any) -> None:
+    """`values` into the dict of `table` (a section's dataclass): a sub-table's values are merged into it, any
+    other value (a list, the [train.optimizer_args] dict) replaces the old one."""
+    hints = get_type_hints(table)
     for key, value in values.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict) and dataclasses.is_dataclass(_SUBTABLES.get(key)):
-            _merge(into[key], value)
+        if isinstance(value, dict) and _is_table(hints.get(key)):
+            _merge(into[key], value, hints[key])
         else:
             into[key] = value
 
@@ -373,9 +376,6 @@ def smallest_bucket_side(cfg: Config) -> int:
 
 
 SECTIONS = {f.name: f for f in fields(Config) if f.name != "schema_version"}
-# The sub-tables by their field name (all sub-table names are distinct across sections).
-_SUBTABLES: dict[str, Any] = {f.name: t for s in SECTIONS.values() for f in fields(s.default_factory)  # type: ignore[arg-type]
-                              if _is_table(t := get_type_hints(s.default_factory)[f.name])}
 
 
 # Ordered migrations: MIGRATIONS[n] turns a schema n dict into a schema n+1 dict.

@@ -258,11 +258,10 @@ def regularization_folders(cfg: DatasetConfig) -> frozenset[Path]:
     return frozenset({Path(reg).expanduser().resolve()}) if reg else frozenset()
 
 
-def scan_regularization(cfg: DatasetConfig, *, verify: bool = False) -> ScanResult | None:
-    """The regularisation pictures of dataset.regularization (None when its folder is not set).
-
-    Scanned with the dataset's rules (N_name folders, sidecar captions, masks) but its own repeats and no
-    default caption: the dataset's default caption usually carries the trigger, which a regularisation
+def regularization_dataset(cfg: DatasetConfig) -> DatasetConfig | None:
+    """dataset.regularization's folder as a dataset of its own (None when it is not set), for `scan` and the
+    health check: the dataset's rules (N_name folders, sidecar captions, masks) with its own repeats and no
+    default caption -- the dataset's default caption usually carries the trigger, which a regularisation
     picture must not learn (an uncaptioned one takes its N_name folder's name, as kohya's class token)."""
     reg = cfg.regularization
     if not reg.path.strip():
@@ -272,8 +271,17 @@ def scan_regularization(cfg: DatasetConfig, *, verify: bool = False) -> ScanResu
         what = "is a file, not a folder" if root.exists() else "does not exist"
         raise UserError(f"The regularisation folder {root} {what}; point {{dataset.regularization.path}} at a folder of "
                         "pictures, or empty it to train without.", code="regularization_not_found")
-    own = dataclasses.replace(cfg, path=str(root), repeats=reg.repeats, exclude=[], default_caption="", validation_path="",
-                              validation_split=0.0, regularization=dataclasses.replace(reg, path=""))
+    return dataclasses.replace(cfg, path=str(root), repeats=reg.repeats, exclude=[], default_caption="", validation_path="",
+                               validation_split=0.0, regularization=dataclasses.replace(reg, path=""))
+
+
+def scan_regularization(cfg: DatasetConfig, *, verify: bool = False) -> ScanResult | None:
+    """The regularisation pictures of dataset.regularization (None when its folder is not set), read as
+    `regularization_dataset` says, each marked as one."""
+    own = regularization_dataset(cfg)
+    if own is None:
+        return None
+    root = Path(own.path)
     try:
         result = scan(own, verify=verify)
     except UserError as e:

@@ -28,7 +28,7 @@ from lora_studio.core.captions import (
 from lora_studio.core.config import DatasetConfig
 from lora_studio.core.dataset import (
     caption_path_for, dataset_root, default_caption_for, empty_dataset_error, find_mask, is_excluded, iter_image_files,
-    normalize_rel, regularization_folders, scan_regularization,
+    normalize_rel, regularization_dataset, regularization_folders, scan_regularization,
 )
 from lora_studio.core.errors import UserError
 from lora_studio.core.images import ImageError, conversion_notes, load_mask, load_rgb
@@ -99,10 +99,10 @@ def check_regularization(cfg: DatasetConfig, resolution: int, *, trigger: str = 
     """The regularisation folder's problems (none when it is not set): each picture as `check_dataset` checks
     an image, named by the folder and file ("reg/p01.png"), and one finding when captions hold the trigger.
     Its findings carry no fix: "exclude" and the default caption are the dataset's own."""
-    found = scan_regularization(cfg, verify=False)
+    found = scan_regularization(cfg)  # its own messages for a missing or empty folder
     if found is None:
         return []
-    own = dataclasses.replace(cfg, path=str(found.root), default_caption="", exclude=[], regularization=dataclasses.replace(cfg.regularization, path=""))
+    own = regularization_dataset(cfg)
     findings: list[Finding] = []
     seen: list[_Fingerprint] = []
     files = [(p, f"{found.root.name}/{rel}") for p, rel in iter_image_files(found.root)]
