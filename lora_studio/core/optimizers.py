@@ -5,7 +5,7 @@ The engine builds them (engine/training/optimizers.py); config validation, the m
 Settings tab read this table, so an optimizer's name, its arguments and its memory are said in one place.
 
 Why `lion8bit` is a choice of its own rather than `lion` with an `eight_bit = true` argument: it is
-another class from another package (bitsandbytes' Lion8bit, CUDA only) with other arguments and a
+another class from another package (bitsandbytes' Lion8bit) with other arguments and a
 quarter of the state, exactly as `adamw8bit` is beside `adamw`. One combo entry per memory footprint
 keeps the memory estimate a function of the choice, and optimizer_args only ever tune the chosen class.
 """
@@ -43,7 +43,6 @@ class Optimizer:
     state_bytes: Any
     defaults: dict[str, Any] = field(default_factory=dict)  # ours, where they differ from the library's
     package: str = ""  # pip name, for the missing-package message
-    needs_cuda: bool = False  # bitsandbytes' 8-bit optimizers
     schedule_free: bool = False  # needs optimizer.train() / .eval() and a constant schedule
     lr_is_a_multiplier: bool = False  # Prodigy: train.learning_rate scales the step size it finds (1 is normal)
 
@@ -54,9 +53,9 @@ OPTIMIZERS: dict[str, Optimizer] = {o.name: o for o in (
     Optimizer("adamw", "AdamW: the usual choice; 1e-4 is a good learning rate.",
               {"betas": FLOATS2, "eps": FLOAT, "amsgrad": BOOL}, lambda rank: 8.0),
     # bitsandbytes AdamW8bit: both moments in one byte each (plus a float absmax per 2048-value block).
-    Optimizer("adamw8bit", "AdamW with 8-bit state: less memory, the same results (needs bitsandbytes and an NVIDIA GPU).",
+    Optimizer("adamw8bit", "AdamW with 8-bit state: less memory, the same results (install lora-studio[bnb]).",
               {"betas": FLOATS2, "eps": FLOAT, "min_8bit_size": INT, "percentile_clipping": INT, "block_wise": BOOL},
-              lambda rank: 2.0, package="bitsandbytes", needs_cuda=True),
+              lambda rank: 2.0, package="bitsandbytes"),
     # prodigyopt.Prodigy: exp_avg, exp_avg_sq, s, and p0 (a copy of the initial weights; a scalar for weights
     # that start at zero, as lora_B does, so 12-16 bytes; 16 is the bound).
     Optimizer("prodigy", "Prodigy finds the learning rate itself — leave the learning rate at 1.",
@@ -81,9 +80,9 @@ OPTIMIZERS: dict[str, Optimizer] = {o.name: o for o in (
               {"betas": FLOATS2, "weight_decouple": BOOL, "fixed_decay": BOOL}, lambda rank: 4.0,
               package="pytorch-optimizer"),
     # bitsandbytes Lion8bit: the momentum in one byte.
-    Optimizer("lion8bit", "Lion with 8-bit state (needs bitsandbytes and an NVIDIA GPU); a learning rate 3-10× smaller than AdamW's.",
+    Optimizer("lion8bit", "Lion with 8-bit state (install lora-studio[bnb]); a learning rate 3-10× smaller than AdamW's.",
               {"betas": FLOATS2, "min_8bit_size": INT, "percentile_clipping": INT, "block_wise": BOOL},
-              lambda rank: 1.0, package="bitsandbytes", needs_cuda=True),
+              lambda rank: 1.0, package="bitsandbytes"),
     # schedulefree.AdamWScheduleFree: z (the base sequence) + exp_avg_sq; the weights hold y (x when evaluating).
     Optimizer("adamw_schedulefree", "Schedule-free AdamW: no schedule to choose (keep it constant; warm-up steps still "
               "apply). Samples and exports use its averaged weights.",

@@ -24,8 +24,8 @@ def _import(optimizer: str, module: str):
     except ImportError:
         o = spec.OPTIMIZERS[optimizer]
         if o.package == "bitsandbytes":
-            hint = (f"Install it with pip install \"lora-studio[bnb]\" (needs an NVIDIA GPU), or set train.optimizer = "
-                    f"\"{optimizer.removesuffix('8bit')}\".")
+            hint = (f"Install it with pip install \"lora-studio[bnb]\" (bitsandbytes 0.50 or newer, which also runs "
+                    f"on the CPU), or set train.optimizer = \"{optimizer.removesuffix('8bit')}\".")
         else:
             hint = f"Install it with pip install {o.package}, or set train.optimizer = \"adamw\"."
         code = "missing_bitsandbytes" if o.package == "bitsandbytes" else "missing_optimizer_package"

@@ -4,7 +4,7 @@ The demo project (the shipped world model, 24 geopop pictures) trains a short ru
 the samples of the demo's prompts must have gained the black outlines the base model never draws
 (`world.read_picture(...).dark_share`, the world's own ground truth). The demo trains AdamW at 8e-3; the
 other optimizers and types take the rate that is usual for them (Prodigy's 1, Lion's about a third of
-AdamW's, LoHa / LoKr higher); the 8-bit optimizers need CUDA and are not run here.
+AdamW's, LoHa / LoKr higher). bitsandbytes' 8-bit optimizers run here on the CPU.
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ CASES = {
     # Prodigy's estimate starts at d0 = 1e-6 and needs hundreds of steps to grow from there; a run this short
     # starts it nearer the demo's rate (d0 is Prodigy's own knob for that).
     "prodigy": {"train": {"optimizer": "prodigy", "learning_rate": 1.0, "optimizer_args": {"d0": 1e-2, "d_coef": 2.0}}},
+    "adamw8bit": {"train": {"optimizer": "adamw8bit"}},
     "adafactor": {"train": {"optimizer": "adafactor"}},
     "lion": {"train": {"optimizer": "lion", "learning_rate": 3e-3}},
+    "lion8bit": {"train": {"optimizer": "lion8bit", "learning_rate": 3e-3}},
     "adamw_schedulefree": {"train": {"optimizer": "adamw_schedulefree", "lr_scheduler": "constant", "warmup_steps": 0}},
     "came": {"train": {"optimizer": "came"}},
     "locon": {"network": {"type": "locon"}},
