@@ -26,21 +26,30 @@ def safetensors_header(path: Path) -> dict[str, Any]:
 
     Kept per (file, size, modification time): the Settings tab asks again on every edit, and an SDXL
     checkpoint's header is some 150 kB of JSON. The dict is shared: read it, do not change it."""
+    return _header_parts(path)[0]
+
+
+def safetensors_metadata(path: Path) -> dict[str, str]:
+    """The file's `__metadata__` strings (modelspec.*, ss_*), {} if none or unreadable. Shared, as above."""
+    return _header_parts(path)[1]
+
+
+def _header_parts(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     try:
         st = Path(path).stat()
     except OSError:
-        return {}
+        return {}, {}
     return _read_header(str(path), st.st_size, st.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=16)
-def _read_header(path: str, _size: int, _mtime_ns: int) -> dict[str, Any]:
+def _read_header(path: str, _size: int, _mtime_ns: int) -> tuple[dict[str, Any], dict[str, str]]:
     try:
         header = safetensors_file.read_header(path)
     except (OSError, ValueError):  # DamagedFile is a ValueError: damaged_model() says why
-        return {}
-    header.pop("__metadata__", None)
-    return header
+        return {}, {}
+    metadata = header.pop("__metadata__", None)
+    return header, metadata if isinstance(metadata, dict) else {}
 
 
 @functools.lru_cache(maxsize=64)

@@ -24,6 +24,7 @@ import torch
 from lora_studio.core.config import ModelConfig
 from lora_studio.core.errors import UserError
 from lora_studio.core.model_kinds import LABELS, shipped_config
+from lora_studio.core.prediction import decide_folder, prediction_note
 from lora_studio.engine.models import single_file
 from lora_studio.engine.models.tokenizers import check_vocabularies, tokenizers_for
 
@@ -59,19 +60,6 @@ def detect_folder_kind(path: Path) -> str:
     return "sd1"
 
 
-def _folder_prediction(path: Path) -> str:
-    cfg_file = path / "scheduler" / "scheduler_config.json"
-    if cfg_file.exists():
-        pred = json.loads(cfg_file.read_text()).get("prediction_type", "epsilon")
-        return "v" if pred == "v_prediction" else "epsilon"
-    return "epsilon"
-
-
-def _folder_zero_terminal_snr(path: Path) -> bool:
-    cfg_file = path / "scheduler" / "scheduler_config.json"
-    return bool(cfg_file.exists() and json.loads(cfg_file.read_text()).get("rescale_betas_zero_snr"))
-
-
 def scheduler_config_for(config_dir: Path, prediction: str, zero_terminal_snr: bool = False) -> dict[str, Any]:
     """The training scheduler settings of a config folder, with the prediction (and zero terminal SNR)
     decided for this run."""
@@ -105,12 +93,8 @@ def _load_folder(path: Path, cfg: ModelConfig, dtype: torch.dtype, zero_terminal
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     kind = _check_kind(cfg, detect_folder_kind(path), f"the folder {path.name}")
-    found = _folder_prediction(path)
-    prediction = cfg.prediction if cfg.prediction != "auto" else found
-    how = "from the scheduler config" if cfg.prediction == "auto" else "from model.prediction"
-    ztsnr = _folder_zero_terminal_snr(path) or zero_terminal_snr
-    ztsnr_why = "from the scheduler config" if _folder_zero_terminal_snr(path) else "from train.zero_terminal_snr"
-    notes = [f"{LABELS[kind]} diffusers folder {path.name}", single_file.prediction_note(prediction, how, ztsnr, ztsnr_why)]
+    prediction, how, ztsnr, ztsnr_why = decide_folder(path, cfg.prediction, zero_terminal_snr)
+    notes = [f"{LABELS[kind]} diffusers folder {path.name}", prediction_note(prediction, how, ztsnr, ztsnr_why)]
 
     kw = dict(local_files_only=True)
     unet = _part(path, "unet", lambda: UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, **kw))

@@ -3,15 +3,9 @@
 Reading never unpickles: .safetensors is read as it is; a .ckpt/.pt/.bin only with
 `torch.load(weights_only=True)`, and a file that needs more is refused (`unsafe_checkpoint`).
 
-The architecture is detected from keys and shapes, never from the file name. The prediction type
-("auto") is decided by the first rule that applies (`decide_prediction`):
-  1. a `v_pred` key in the file (kohya / ComfyUI's marker)                 -> v
-  2. safetensors metadata `modelspec.prediction_type` ("v" / "epsilon")    -> that
-  3. an A1111 config beside the file, `<stem>.yaml`, `parameterization: v` -> v (any other value: epsilon)
-  4. an SD2.x file whose name contains "768" (SD2's 768 models are v-models) -> v
-  5. otherwise epsilon (for SD2.x the note says to set model.prediction = "v" for a 768 v-model).
-Zero terminal SNR (`decide_zero_terminal_snr`): a `ztsnr` key in the file (NoobAI-XL v-pred's marker, which
-ComfyUI reads too), or `train.zero_terminal_snr`.
+The architecture is detected from keys and shapes, never from the file name. The prediction type and
+zero terminal SNR are core/prediction.py's decision, from the file's keys and metadata (the app makes the
+same one, from the header alone, when the model is chosen).
 
 UNet and VAE are loaded by diffusers' `from_single_file` with a local config folder; the text encoders
 are built from the config and filled through diffusers' LDM→HF key converters, with the encoders told
@@ -23,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import pickle
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +26,7 @@ import torch
 
 from lora_studio.core.errors import UserError
 from lora_studio.core.model_kinds import ANY_LABEL, LABELS, shipped_config
+from lora_studio.core.prediction import decide_prediction, decide_zero_terminal_snr, prediction_note
 
 UNET_IN = "model.diffusion_model.input_blocks.0.0.weight"
 SD1_CLIP = "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight"
@@ -221,54 +215,6 @@ def detect_file(path: Path) -> Detected:
         raise UserError(f"{path.name} cannot be read as a .safetensors file ({e}).",
                         hint="Download the model again; the file may be incomplete or damaged.", code="bad_model") from e
     return detect(normalize_keys(shapes), path.name)  # type: ignore[arg-type]
-
-
-def decide_prediction(state: dict[str, torch.Tensor], path: Path, kind: str, requested: str = "auto",
-                      metadata: dict[str, str] | None = None) -> tuple[str, str]:
-    """(prediction, why) by the rules in this module's docstring."""
-    marked = "v_pred" in state
-    if requested in ("epsilon", "v"):
-        why = "from model.prediction"
-        if marked and requested == "epsilon":
-            why += "; note the file carries a v_pred marker"
-        return requested, why
-    if marked:
-        return "v", "the file has a v_pred key"
-    spec = (metadata or {}).get("modelspec.prediction_type", "").strip().lower()
-    if spec in ("v", "v_prediction", "epsilon"):
-        return ("v" if spec.startswith("v") else "epsilon"), f"the file's modelspec.prediction_type is {spec}"
-    yaml = path.with_suffix(".yaml")
-    if yaml.is_file():
-        m = re.search(r"^\s*parameterization:\s*[\"']?(\w+)", yaml.read_text(errors="replace"), re.M)
-        value = m.group(1) if m else "eps"
-        return ("v" if value == "v" else "epsilon"), f"{yaml.name} says parameterization: {value}"
-    if kind == "sd2" and "768" in path.name:
-        return "v", 'an SD2.x file with "768" in its name (SD2 768 models predict v)'
-    if kind == "sd2":
-        return "epsilon", ('an SD2.x file without a v marker or "768" in its name is taken as a 512 epsilon model; '
-                           'set model.prediction = "v" for a 768 v-model')
-    return "epsilon", "no v-prediction marker in the file"
-
-
-def decide_zero_terminal_snr(state: dict[str, torch.Tensor], requested: bool = False) -> tuple[bool, str]:
-    """(zero terminal SNR, why): the file's `ztsnr` key turns it on whatever the setting says (a model
-    trained with it gives grey images trained without); train.zero_terminal_snr turns it on for any file."""
-    if "ztsnr" in state:
-        return True, "the file has a ztsnr key"
-    if requested:
-        return True, "from train.zero_terminal_snr"
-    return False, ""
-
-
-def prediction_note(prediction: str, why: str, ztsnr: bool = False, ztsnr_why: str = "") -> str:
-    """The status line that says how the model is trained: "v-prediction with zero terminal SNR, read from
-    the file's v_pred and ztsnr keys", "epsilon prediction (no v-prediction marker in the file)"."""
-    if not ztsnr:
-        return f"{prediction} prediction ({why})"
-    words = "v-prediction" if prediction == "v" else "epsilon prediction"
-    if why == "the file has a v_pred key" and ztsnr_why == "the file has a ztsnr key":
-        return f"{words} with zero terminal SNR, read from the file's v_pred and ztsnr keys"
-    return f"{words} ({why}) with zero terminal SNR ({ztsnr_why})"
 
 
 def sidecar_config(path: Path) -> Path:

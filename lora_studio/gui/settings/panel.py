@@ -28,6 +28,7 @@ from lora_studio.gui.dataset.regularization_scan import RegularizationScan
 from lora_studio.gui.device_probe import DeviceProbe
 from lora_studio.gui.settings.fields import ChoiceHelp, ProblemLabel, SciSpinBox, field_row, key_spin, reserve_lines, spin, stacked, widget_for
 from lora_studio.gui.settings.memory_line import MemoryLine
+from lora_studio.gui.settings.model_note import ModelNote
 from lora_studio.gui.settings.places import ADVANCED, APPLIES, APPLIES_ON, say
 from lora_studio.gui.store import ConfigStore, bind
 from lora_studio.gui.tasks import run_in_background
@@ -117,8 +118,7 @@ class SettingsPanel(QWidget):
         row.addWidget(self.model_combo, 1)
         row.addWidget(file_button)
         row.addWidget(folder_button)
-        self.models_note = QLabel("Looking for models on this computer…")
-        self.models_note.setObjectName("muted")
+        self.models_note = ModelNote(self.store)
 
         self.preset_combo = QComboBox()
         # Shown when the settings match no preset: the box never names a preset that is not applied.
@@ -357,10 +357,7 @@ class SettingsPanel(QWidget):
                 self.model_combo.setItemData(self.model_combo.count() - 1, str(path), Qt.ItemDataRole.ToolTipRole)
         self.model_combo.blockSignals(False)
         self._show_model(current)
-        n = len(models)
-        self.models_note.setText(
-            f"Found {n} model{'s' if n != 1 else ''} from your other Stable Diffusion apps." if n
-            else "No models found in the usual places. Choose a .safetensors file or a diffusers folder.")
+        self.models_note.found(len(models))
 
     def _show_model(self, base: str) -> None:
         self.model_combo.blockSignals(True)

@@ -88,23 +88,6 @@ def test_other_models_are_refused_with_what_was_found(tmp_path, state, found):
     assert found in err.message and "model.safetensors" in err.message
 
 
-def test_prediction_rules_in_order(tmp_path):
-    sd2, v = {}, {"v_pred": torch.tensor([])}
-    decide = single_file.decide_prediction
-    assert decide(v, tmp_path / "a.safetensors", "sdxl")[0] == "v"
-    assert decide(v, tmp_path / "a.safetensors", "sdxl", "epsilon") == (
-        "epsilon", "from model.prediction; note the file carries a v_pred marker")
-    assert decide(sd2, tmp_path / "a.safetensors", "sd1", metadata={"modelspec.prediction_type": "v"})[0] == "v"
-    assert decide(sd2, tmp_path / "v2-1_768-ema-pruned.safetensors", "sd2") == (
-        "v", 'an SD2.x file with "768" in its name (SD2 768 models predict v)')
-    assert decide(sd2, tmp_path / "sd1-768-finetune.safetensors", "sd1")[0] == "epsilon"  # the name rule is SD2-only
-    pred, why = decide(sd2, tmp_path / "v2-1_512.safetensors", "sd2")
-    assert pred == "epsilon" and 'model.prediction = "v"' in why
-    (tmp_path / "custom.yaml").write_text('model:\n  params:\n    parameterization: "v"\n')
-    assert decide(sd2, tmp_path / "custom.safetensors", "sd2")[0] == "v"
-    assert decide(sd2, tmp_path / "custom.safetensors", "sd2", "epsilon")[0] == "epsilon"
-
-
 def test_a1111_yaml_beside_the_file_makes_it_v_and_the_reason_is_a_note(files, tmp_path):
     parts, _ = files["sd2"]
     path = ldm_convert.save_single_file(parts, "sd2", tmp_path / "my-sd2.safetensors", metadata={}, config_sidecar=True)

@@ -9,23 +9,13 @@ from engine_fixtures import make_dataset, tiny_config
 from safetensors import safe_open
 
 from lora_studio.core import events as ev
+from lora_studio.core.prediction import note_for
 from lora_studio.core.config import TrainConfig
-from lora_studio.engine.models import ldm_convert, single_file, tiny
+from lora_studio.engine.models import ldm_convert, tiny
 from lora_studio.engine.training import losses, sampling, timesteps
 from lora_studio.engine.training.loop import train
 
 SD_SCHEDULE = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
-
-
-def test_zero_terminal_snr_rules():
-    decide = single_file.decide_zero_terminal_snr
-    assert decide({"ztsnr": torch.tensor([])}) == (True, "the file has a ztsnr key")
-    assert decide({}, True) == (True, "from train.zero_terminal_snr")
-    assert decide({}) == (False, "")
-    assert single_file.prediction_note("v", "the file has a v_pred key", True, "the file has a ztsnr key") == (
-        "v-prediction with zero terminal SNR, read from the file's v_pred and ztsnr keys")
-    assert single_file.prediction_note("epsilon", "no v-prediction marker in the file") == (
-        "epsilon prediction (no v-prediction marker in the file)")
 
 
 def test_weights_and_timestep_samplers_stay_finite_at_zero_snr():
@@ -71,6 +61,7 @@ def test_a_noobai_style_sdxl_file_trains_v_with_zero_snr_with_no_setting_changed
     assert finished.status == "completed"
     statuses = [s.message for s in sink.of_type(ev.Status)]
     assert "v-prediction with zero terminal SNR, read from the file's v_pred and ztsnr keys" in statuses
+    assert note_for(cfg) in statuses  # what the app said when the model was chosen
     assert sink.of_type(ev.Started)[0].prediction == "v"
     assert not [w for w in sink.of_type(ev.Warning) if w.code == "zero_snr_epsilon"]
     assert all(p.loss == p.loss for p in sink.of_type(ev.Progress))  # finite (NaN != NaN)

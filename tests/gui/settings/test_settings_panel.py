@@ -326,3 +326,27 @@ def test_network_options_show_only_with_the_type_that_uses_them(qtbot, tmp_path,
     assert conv.isVisible() and factor.isVisible() and full.isVisible() and not dora.isVisible()
     store.set("network.type", "loha")
     assert conv.isVisible() and not factor.isVisible() and not dora.isVisible()
+
+
+def test_the_chosen_models_prediction_is_said_before_a_run(qtbot, tmp_path, isolated_settings):
+    import json
+    import struct
+
+    # A header-only NoobAI-style SDXL file: the v_pred and ztsnr markers are all the note reads.
+    names = ["conditioner.embedders.1.model.ln_final.weight", "v_pred", "ztsnr"]
+    blob = json.dumps({n: {"dtype": "F16", "shape": [0], "data_offsets": [0, 0]} for n in names}).encode()
+    noob = tmp_path / "noob-vpred.safetensors"
+    noob.write_bytes(struct.pack("<Q", len(blob)) + blob)
+    project, store, panel = _panel(qtbot, tmp_path, find_models=False)
+    store.set("model.base", "")
+    assert panel.models_note.text() == "Looking for models on this computer…"
+    store.set("model.base", str(noob))
+    assert panel.models_note.text() == (
+        "Trains with v-prediction with zero terminal SNR, read from the file's v_pred and ztsnr keys.")
+    store.set("model.prediction", "epsilon")  # the artist's override is named by its label, not its key
+    text = panel.models_note.text()
+    assert text.startswith("Trains with epsilon prediction (from “") and "model.prediction" not in text
+    assert "note the file carries a v_pred marker" in text, text
+    # With a model chosen, the search's "No models found" no longer stands under it.
+    panel.models_note.found(0)
+    assert text == panel.models_note.text()
