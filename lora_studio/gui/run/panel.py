@@ -149,13 +149,10 @@ class RunPanel(QWidget):
         self.runner.prefix_args = list(prefix_args) if prefix_args is not None else ["-m", "lora_studio"]
 
     def attach_history(self, history: RunHistory) -> None:
-        """Wire a RunHistory both ways: picking a run shows it here; runs starting or ending refresh it."""
+        """Wire a RunHistory both ways: picking a run shows it here; the run training here is its live row."""
         self._history = history
         history.run_selected.connect(self.show_run)
-        self.run_started.connect(history.set_active_run)
-        self.run_finished.connect(lambda *_: history.set_active_run(None))
-        # The live run's row (started time, step, loss) catches up at each checkpoint, not only at the end.
-        self.run.changed.connect(lambda e: history.refresh() if isinstance(e, (ev.Started, ev.Checkpoint)) else None)
+        history.follow(self.run)
 
     def is_training(self) -> bool:
         return self.runner.is_running()

@@ -6,7 +6,9 @@ from fake_engine import make_run_dir, replay_run
 from PySide6.QtCore import Qt
 from ranking_helpers import sentence, write_ranking
 
+from lora_studio.core.runs import RunDir
 from lora_studio.gui.run.history import RunHistory, RunListModel
+from lora_studio.gui.run.run_model import RunModel
 
 COLUMN = RunListModel.COLUMNS.index("Recommended")
 
@@ -39,9 +41,11 @@ def test_the_recommended_checkpoint_is_marked_with_its_sentence(qtbot, runs_dir)
 
     # A run training again (resumed) is not marked by the ranking of its earlier end.
     history.select_run(ranked)
-    history.set_active_run(ranked)
+    live = RunModel()
+    history.follow(live)
+    live.begin(RunDir(ranked), fresh=False, notice="Starting the training engine…")
     assert _cell(history, "20260101-120000") is None and not history.recommendation_label.isVisible()
-    history.set_active_run(None)
+    live.end()
     write_ranking(ranked, 40)  # the resumed run ranked again at its end
     history.refresh()
     assert _cell(history, "20260101-120000") == "★ Step 40"

@@ -13,7 +13,7 @@ from lora_studio.core import events as ev
 from lora_studio.core.errors import UserError
 from lora_studio.core.run_state import format_eta, progress_text
 from lora_studio.core.runs import RunDir, summarize
-from lora_studio.gui.run.history import RunHistory
+from lora_studio.gui.run.history import RunHistory, RunListModel
 from lora_studio.gui.run.panel import RunPanel
 
 
@@ -246,6 +246,30 @@ def test_history_lists_runs_and_follows_the_panel(qtbot, panel, runs_dir):
     assert panel.current_run() == runs_dir / "a-crashed"
     assert panel.status_label.text() == "Training did not finish. Resume continues from the last checkpoint."
     assert "Continue a-crashed" in panel.resume_button.toolTip()
+
+
+def test_the_training_runs_row_follows_every_step_not_only_the_checkpoints(qtbot, panel, runs_dir):
+    history = RunHistory()
+    qtbot.addWidget(history)
+    history.set_runs_dir(runs_dir)
+    panel.attach_history(history)
+    columns = [RunListModel.COLUMNS.index(c) for c in ("Status", "Step", "Loss")]
+    shown: list[tuple] = []
+
+    def row_at(event: ev.Event) -> None:
+        # Connected after the panel's own handler: the table has had the event.
+        if isinstance(event, ev.Progress):
+            row = [r.run_dir for r in history.runs()].index(panel.current_run())
+            shown.append((event.step, *(history.model.data(history.model.index(row, c)) for c in columns)))
+
+    panel.runner.event.connect(row_at)
+    with qtbot.waitSignal(panel.run_finished, timeout=20_000):
+        panel.start()
+    steps = [e for e in ev.read_jsonl(RUN_SHORT) if isinstance(e, ev.Progress)]  # the checkpoints are at 20 and 40
+    assert shown == [(e.step, "Training…", f"{e.step} / 40", f"{e.loss:.4f}") for e in steps]
+    assert shown[5] == (12, "Training…", "12 / 40", "0.1638")  # between the checkpoints
+    [done] = history.runs()  # and once it ends, its row is its files' again
+    assert (done.status, done.step, done.total_steps) == ("completed", 40, 40)
 
 
 def test_progress_wording():
