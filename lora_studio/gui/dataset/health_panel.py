@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from lora_studio.core.captions import read_caption
-from lora_studio.core.dataset import caption_path_for, dataset_root, is_excluded, normalize_rel
+from lora_studio.core.dataset import caption_path_for, dataset_root, is_excluded, normalize_rel, regularization_folders
 from lora_studio.core.doctor import Finding, apply_fix, check_dataset, check_regularization, check_trigger
 from lora_studio.core.errors import UserError
 from lora_studio.core.tokens import MAX_CAPTION_TOKENS, count_tokens
@@ -79,6 +79,7 @@ class HealthPanel(QWidget):
         self._reg_checks = 0
         self._checked = False  # a check has run: a new trigger word is then checked against the captions
         self._trigger_checks = 0
+        self._checked_reg: frozenset[Path] = frozenset()  # the regularisation folder the last check left out
         self._cancel = threading.Event()
         self._progress = _Progress(self)
         self._progress.step.connect(self._on_progress)
@@ -123,6 +124,7 @@ class HealthPanel(QWidget):
         dataset = dataclasses.replace(self.store.config.dataset, exclude=list(self.store.config.dataset.exclude))
         resolution = self.store.config.train.resolution
         trigger = self.store.config.output.trigger
+        self._checked_reg = regularization_folders(dataset)
         emit = self._progress.step.emit
 
         def progress(done: int, total: int) -> None:
@@ -287,8 +289,20 @@ class HealthPanel(QWidget):
             self._show()
         if key == "output.trigger" and self._checked:
             self._check_trigger()
-        if key in ("output.trigger", "dataset.regularization.path", "dataset.caption_extension") and self._checked:
+        if key == "dataset.regularization.path" and self._checked and self._moves_training_images():
+            self.check()  # pictures left the dataset (or came back): its findings are no longer true
+        elif key in ("output.trigger", "dataset.regularization.path", "dataset.caption_extension") and self._checked:
             self._check_regularization()
+
+    def _moves_training_images(self) -> bool:
+        """Whether the regularisation folder is, or was at the last check, inside the image folder: the
+        dataset's scan skips it (core/dataset.regularization_folders), so the images it holds changed."""
+        try:
+            root = dataset_root(self.store.config.dataset)
+        except UserError:
+            return False
+        folders = self._checked_reg | regularization_folders(self.store.config.dataset)
+        return any(f == root or root in f.parents for f in folders)
 
     def _check_regularization(self) -> None:
         """Check only the regularisation folder (a new one, or its captions against a new trigger word), off

@@ -175,3 +175,26 @@ def test_the_window_shows_the_section_and_the_health_panel_lists_the_folders_fin
     qtbot.waitUntil(lambda: any(f.kind == "reg_unusable" for f in w.health.reg_findings), timeout=10_000)
     qtbot.waitUntil(lambda: "does not exist" in w.regularization.message.text(), timeout=5000)
     w.close()
+
+
+def test_a_regularisation_folder_inside_the_image_folder_leaves_the_findings_at_once(qtbot, tmp_path, isolated_settings):
+    project = make_project(tmp_path / "p", 3)
+    inside = project.images_dir / "class"
+    make_images(inside, 2, captions=False, prefix="reg")  # uncaptioned: findings while they count as training images
+    w = MainWindow(find_models=False)
+    qtbot.addWidget(w)
+    w.show()
+    assert w.open_project(project.root)
+
+    def missing() -> set[str]:
+        return {p.name for f in w.health.findings if f.kind == "missing_caption" for p in [f.path]}
+
+    w.health.check_button.click()
+    qtbot.waitUntil(lambda: missing() == {"reg000.png", "reg001.png"}, timeout=10_000)
+    # Made the regularisation folder: its pictures are no longer training images, and no "Check again" is needed.
+    w.store.set(PATH_KEY, str(inside))
+    qtbot.waitUntil(lambda: w.health.check_button.isEnabled() and not missing(), timeout=10_000)
+    # Removed again: they are training images once more, and their findings come back.
+    w.store.set(PATH_KEY, "")
+    qtbot.waitUntil(lambda: missing() == {"reg000.png", "reg001.png"}, timeout=10_000)
+    w.close()
