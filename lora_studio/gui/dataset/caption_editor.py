@@ -25,6 +25,7 @@ from lora_studio.core.dataset import find_mask
 from lora_studio.core.images import ImageError, load_mask
 from lora_studio.core.tokens import MAX_CAPTION_TOKENS, count_tokens
 from lora_studio.gui.dataset.model import with_changes
+from lora_studio.gui.dataset.rows import unusable_reason
 from lora_studio.gui.images import decode_image
 from lora_studio.gui.store import ConfigStore
 from lora_studio.gui.tasks import run_in_background
@@ -133,6 +134,7 @@ class CaptionEditor(QWidget):
         self.state.setObjectName("muted")
         for label in (self.title, self.details, self.mask_note, self.state):
             label.setMinimumWidth(10)  # long names and notes are clipped, never widen the window
+        self.details.setWordWrap(True)  # why a file cannot train is a sentence to read whole
         self.prev_button = QPushButton("‹ Previous")
         self.next_button = QPushButton("Next ›")
         self.prev_button.setToolTip("Previous image (Ctrl+Up)")
@@ -183,9 +185,14 @@ class CaptionEditor(QWidget):
         self.title.setText(path.name)
         folder = str(Path(item.rel).parent)
         where = "" if folder == "." else f" · in {folder}"
-        self.details.setText(f"{item.width}×{item.height} px · {item.repeats}× per epoch{where}")
+        if reason := unusable_reason(item):
+            self.details.setText(f"This file {reason}, so it cannot train{where}.")
+        else:
+            self.details.setText(f"{item.width}×{item.height} px · {item.repeats}× per epoch{where}")
         self._set_text(item.caption if item.has_caption else "")
-        self.state.setText("" if item.has_caption else "No caption file yet: typing creates one.")
+        # Short enough for the row it shares with the token count and the buttons; the tooltip says more.
+        self.state.setText("" if item.has_caption else "No caption file yet.")
+        self.state.setToolTip("" if item.has_caption else f"Typing a caption creates {Path(item.caption_path).name} beside the image.")
         self._load_preview()
 
     def _masked(self) -> bool:

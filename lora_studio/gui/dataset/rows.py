@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from lora_studio.core.captions import CaptionError, read_caption
 from lora_studio.core.config import DatasetConfig
 from lora_studio.core.dataset import ScanResult, caption_path_for
 
@@ -40,6 +41,14 @@ def _scan_order(rel: str) -> tuple:
     return tuple((1, p.casefold()) for p in parts[:-1]) + ((0, parts[-1].casefold()),)
 
 
+def _caption(path: Path) -> str | None:
+    """The caption of a file that cannot train, shown as it is: fixing or replacing the picture keeps it."""
+    try:
+        return read_caption(path)
+    except CaptionError:
+        return None  # the scan's reason already says the caption cannot be read
+
+
 def grid_rows(result: ScanResult, cfg: DatasetConfig) -> list[Any]:
     """The scan's images and its skipped files, in the scan's order."""
     skipped = []
@@ -48,5 +57,7 @@ def grid_rows(result: ScanResult, cfg: DatasetConfig) -> list[Any]:
             rel = Path(path).relative_to(result.root).as_posix()
         except ValueError:
             continue
-        skipped.append(UnusableFile(Path(path), rel, caption_path_for(Path(path), cfg), reason))
+        caption_path = caption_path_for(Path(path), cfg)
+        caption = _caption(caption_path)
+        skipped.append(UnusableFile(Path(path), rel, caption_path, reason, caption or "", caption is not None))
     return sorted([*result.items, *skipped], key=lambda row: _scan_order(row.rel))

@@ -93,14 +93,16 @@ class RunPanel(QWidget):
         self.banner = Banner(self)
         self.chart = LossChart(self)
         self.gallery = SampleGallery(self)
-        self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
+        # The chart above the samples, both the panel's full width: the samples are what the artist watches
+        # (a row per sample step, one picture per prompt, so they need width for the prompts side by side),
+        # and a loss curve reads well wide and short. Side by side, at the window's default size, the
+        # samples got room for one picture per row.
+        self.splitter = QSplitter(Qt.Orientation.Vertical, self)
         self.splitter.addWidget(self.chart)
         self.splitter.addWidget(self.gallery)
-        # The samples are what the artist watches (a row per sample step, one picture per prompt): they get
-        # the larger share; the loss chart reads fine narrow.
-        self.splitter.setStretchFactor(0, 2)
-        self.splitter.setStretchFactor(1, 3)
-        self.splitter.setSizes([400, 600])
+        self.splitter.setStretchFactor(0, 1)
+        self.splitter.setStretchFactor(1, 2)
+        self.splitter.setSizes([220, 440])
         self.log_toggle = QToolButton(self, text="Log", checkable=True, autoRaise=True)
         self.log_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.log_toggle.setArrowType(Qt.ArrowType.RightArrow)

@@ -35,6 +35,10 @@ class ModelNote(QLabel):
         self.update_text()
 
     def update_text(self) -> None:
+        self._say()
+        self.setHidden(not self.text())  # no blank line between the picker and the problem under it
+
+    def _say(self) -> None:
         note = note_for(self.store.config)
         if note:
             self.setText(say(f"Trains with {note}."))

@@ -111,6 +111,10 @@ def say_problem(problem: Problem) -> str:
 
 
 def say_beside(problem: Problem) -> str:
-    """A problem shown under its own field: the field is right there, so "This" stands in for its name."""
+    """A problem shown under its own field: the field is right there, so "This" stands in for its name,
+    and a message that names the file after the field's name ("(model.safetensors) is not there any
+    more") names the file alone."""
     message = say(problem.message)
-    return f"This {message}" if message.startswith("is ") else message
+    if message.startswith("is "):
+        return f"This {message}"
+    return re.sub(r"^\(([^()]+)\) ", r"\1 ", message)

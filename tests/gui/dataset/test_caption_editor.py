@@ -40,7 +40,8 @@ def test_an_edit_writes_the_file_and_undo_redo_restore_it(qtbot, tmp_path):
 def test_switching_images_commits_and_undo_removes_a_created_file(qtbot, tmp_path):
     editor, stack, items = _editor(qtbot, tmp_path, captions=False)
     txt = items[0].caption_path
-    assert not txt.exists() and "No caption file yet" in editor.state.text()
+    assert not txt.exists() and editor.state.text() == "No caption file yet."
+    assert txt.name in editor.state.toolTip()  # the row is short; the tooltip says what typing does
     editor.text.setPlainText("first caption")
     editor.set_item(items[1])  # commits at once
     assert txt.read_text(encoding="utf-8") == "first caption\n"

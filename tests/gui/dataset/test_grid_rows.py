@@ -59,3 +59,25 @@ def test_a_truncated_jpeg_gets_a_cant_open_badge_not_a_blank_tile(qtbot, tmp_pat
     assert badge_for(idx)[0] == "Can't open"
     assert idx.data(Qt.ItemDataRole.ToolTipRole).startswith("This file is cut short (truncated)")
     model.shutdown()
+
+
+def test_a_file_that_cannot_be_opened_keeps_its_caption_in_the_editor(qtbot, tmp_path):
+    from PySide6.QtGui import QUndoStack
+
+    from lora_studio.gui.dataset.caption_editor import CaptionEditor, CaptionWriter
+
+    folder = tmp_path / "images"
+    make_images(folder, 1)
+    broken = folder / "cut.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)  # too short for even its header
+    broken.with_suffix(".txt").write_text("zkstyle, a red circle\n", encoding="utf-8")
+    cfg = DatasetConfig(path=str(folder))
+    row = next(r for r in grid_rows(scan(cfg), cfg) if r.rel == "cut.png")
+    editor = CaptionEditor(QUndoStack(), CaptionWriter())
+    qtbot.addWidget(editor)
+    editor.set_item(row)
+    # Its caption is shown as it is (not "No caption file yet"), and the line under its name says why it
+    # cannot train instead of "0×0 px · 0× per epoch".
+    assert editor.text.toPlainText() == "zkstyle, a red circle" and editor.state.text() == ""
+    assert editor.details.text().startswith("This file ") and editor.details.text().endswith(", so it cannot train.")
+    assert "0×0" not in editor.details.text()
