@@ -32,6 +32,7 @@ from lora_studio.gui.dataset.view import DatasetView
 from lora_studio.gui.new_project_dialog import NewProjectDialog
 from lora_studio.gui.notify import Notifier
 from lora_studio.gui.pages import TrainPage, WelcomePage
+from lora_studio.gui.run.start_check import refusal
 from lora_studio.gui.settings.panel import SettingsPanel
 from lora_studio.gui.settings.places import screen_name
 from lora_studio.gui.store import ConfigStore
@@ -52,6 +53,7 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.project: Project | None = None
         self._scan_generation = 0
+        self._grid_read = False  # the open project's dataset has been read (Start checks it has images to train)
         self._check_after_scan = False
 
         self.store = ConfigStore(self)
@@ -195,6 +197,7 @@ class MainWindow(QMainWindow):
         self.store.load(project, cfg)
         self.model.set_thumb_dir(project.thumbs_dir)
         self.model.set_items([])
+        self._grid_read = False
         self.dataset_view.set_project(project)
         self.caption_editor.set_item(None)
         self.health.clear()
@@ -251,10 +254,14 @@ class MainWindow(QMainWindow):
             self.open_project(folder)
 
     def _make_run(self) -> RunDir:
+        """A fresh run folder for Start, or a UserError (shown in the Train tab's banner) when the ready line
+        already knows the run would fail: no run folder is made, so no "Failed" run clutters the history."""
         if self.project is None:
             raise UserError("Open a project first.")
         self.caption_editor.commit()
         self.store.flush()
+        if error := refusal(self.store.problems, self.model.included_items() if self._grid_read else None):
+            raise error
         return self.project.new_run(self.store.config)
 
     def _apply_fix(self, changes: dict) -> None:
@@ -289,6 +296,7 @@ class MainWindow(QMainWindow):
             return
         current = self.caption_editor.item()
         self.model.set_items(items, self.store.get("dataset.exclude"))
+        self._grid_read = True
         self.settings_panel.set_dataset(self.model.included_items())
         self.dataset_view.refresh()
         if current is not None and self.model.row_of(current.path) >= 0:
@@ -303,6 +311,7 @@ class MainWindow(QMainWindow):
         if generation != self._scan_generation:
             return
         self.model.set_items([])
+        self._grid_read = True
         self.settings_panel.set_dataset([])
         self.dataset_view.refresh()
         self._check_after_scan = False

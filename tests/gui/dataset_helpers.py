@@ -31,6 +31,20 @@ def make_images(folder: Path, n: int, *, captions: bool = True, size: tuple[int,
     return paths
 
 
+def make_base_model(folder: Path) -> Path:
+    """A readable .safetensors with no tensors: the ready line (and Start) check that the base model is
+    there and is not a LoRA, so a made-up path would (rightly) not be ready; with no tensors to count, the
+    memory estimate takes the standard size of model.kind, as for a file it cannot read."""
+    import json
+    import struct
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "m.safetensors"
+    header = json.dumps({"__metadata__": {}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    return path
+
+
 def make_project(root: Path, n: int = 6, *, captions: bool = True, base_model: str = "") -> Project:
     project = create_project(root, base_model=base_model)
     make_images(project.images_dir, n, captions=captions)

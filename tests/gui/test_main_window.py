@@ -5,20 +5,11 @@ from PySide6.QtCore import QSettings
 from lora_studio.core.project import recent_projects
 from lora_studio.gui.main_window import MainWindow
 
-from dataset_helpers import isolated_settings, make_images, make_project  # noqa: F401 (fixture)
+from dataset_helpers import isolated_settings, make_base_model, make_images, make_project  # noqa: F401 (fixture)
 
 
 def _base_model(tmp_path):
-    """A readable .safetensors with no tensors: the ready line checks that the base model is there and is
-    not a LoRA, so a made-up path would (rightly) not be ready; with no tensors to count, the memory
-    estimate takes the standard size of model.kind, as for a file it cannot read."""
-    import json
-    import struct
-
-    path = tmp_path / "m.safetensors"
-    header = json.dumps({"__metadata__": {}}).encode()
-    path.write_bytes(struct.pack("<Q", len(header)) + header)
-    return path
+    return make_base_model(tmp_path)
 
 
 def _window(qtbot):

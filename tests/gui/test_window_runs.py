@@ -14,7 +14,7 @@ from lora_studio.core import events as ev
 from lora_studio.core.runs import RunDir, read_state
 from lora_studio.gui.main_window import MainWindow
 
-from dataset_helpers import isolated_settings, make_project  # noqa: F401 (fixture)
+from dataset_helpers import isolated_settings, make_base_model, make_project  # noqa: F401 (fixture)
 
 
 def is_progress(e: ev.Event) -> bool:
@@ -44,7 +44,7 @@ def window(qtbot, isolated_settings):
 
 @pytest.fixture
 def project(tmp_path):
-    return make_project(tmp_path / "MyStyle", 2, base_model=str(tmp_path / "model.safetensors"))
+    return make_project(tmp_path / "MyStyle", 2, base_model=str(make_base_model(tmp_path)))
 
 
 def _quit(w: MainWindow):
@@ -117,8 +117,8 @@ def test_the_runs_table_shows_every_column_at_the_default_size(qtbot, window, pr
 
 
 def test_switching_projects_shows_only_the_new_projects_runs(qtbot, window, tmp_path):
-    a = make_project(tmp_path / "A", 2, base_model=str(tmp_path / "model.safetensors"))
-    b = make_project(tmp_path / "B", 2, base_model=str(tmp_path / "model.safetensors"))
+    a = make_project(tmp_path / "A", 2, base_model=str(make_base_model(tmp_path)))
+    b = make_project(tmp_path / "B", 2, base_model=str(make_base_model(tmp_path)))
     a_run = replay_run(make_run_dir(a.runs_dir, "20260101-120000"))
     w = window(a, "--delay", "0")
     panel = w.run_panel
@@ -200,3 +200,25 @@ def test_the_end_of_a_run_or_a_comparison_is_told(qtbot, window, project):
     title, message, failed = notes[-1]
     assert (title, failed) == ("Training failed", True)
     assert message.startswith("Training did not finish. No checkpoint was saved; start again. The LoRA Studio engine")
+
+
+def test_start_refuses_what_the_ready_line_knows_would_fail_and_makes_no_run(qtbot, window, tmp_path):
+    gone = make_project(tmp_path / "Gone", 2, base_model=str(tmp_path / "moved" / "model.safetensors"))
+    w = window(gone)
+    panel = w.run_panel
+    qtbot.waitUntil(lambda: w.model.rowCount() == 2, timeout=5_000)  # the dataset is read
+    assert "Before training" in w.ready_label.text()
+    panel.start_button.click()
+    # Said at once, in the banner, in the app's words; no engine, no run folder, nothing in the history.
+    assert panel.banner.isVisible() and not panel.is_training()
+    text = panel.banner.message_label.text()
+    assert "Not started: “Base model” (model.safetensors) is not there any more" in text and "model.base" not in text
+    assert not gone.runs_dir.exists() or not any(gone.runs_dir.iterdir())
+    assert w.run_history.model.rowCount() == 0
+    # Every image left out: refused too, with what to do.
+    w.store.set("model.base", str(make_base_model(tmp_path)))
+    w.store.set("dataset.exclude", ["img000.png", "img001.png"])
+    qtbot.waitUntil(lambda: not w.model.included_items(), timeout=5_000)
+    panel.start_button.click()
+    assert "no image in the dataset can train" in panel.banner.message_label.text()
+    assert not gone.runs_dir.exists() or not any(gone.runs_dir.iterdir())

@@ -15,7 +15,7 @@ from lora_studio.gui.main_window import MainWindow
 from lora_studio.gui.run.history import RunListModel
 from lora_studio.gui.window_layout import DEFAULT_SIZE
 
-from dataset_helpers import isolated_settings, make_project  # noqa: F401 (fixture)
+from dataset_helpers import isolated_settings, make_base_model, make_project  # noqa: F401 (fixture)
 
 WHOLE = ("Started", "Step", "Loss", "Recommended")  # dates and numbers: never cut short
 
@@ -59,7 +59,7 @@ def _many_runs(runs_dir, count: int) -> None:
 
 
 def test_every_column_fits_the_runs_table_at_the_default_window_size(qtbot, app_look, tmp_path):
-    project = make_project(tmp_path / "MyStyle", 2, base_model=str(tmp_path / "model.safetensors"))
+    project = make_project(tmp_path / "MyStyle", 2, base_model=str(make_base_model(tmp_path)))
     write_ranking(replay_run(make_run_dir(project.runs_dir, "20260101-120000")), 20)
     _many_runs(project.runs_dir, 80)
     w = MainWindow(find_models=False)
