@@ -45,14 +45,25 @@ def _say_skipped(result: ScanResult, emit: Callable[[ev.Event], None], what: str
         emit(ev.Warning(f"Skipped {what}{path.name}: {reason}", code="bad_image", path=str(path)))
 
 
+def _missing_captions(items: list[ImageItem]) -> str:
+    """What the uncaptioned images train with: the scan gives them the default caption, else their N_name
+    folder's name, else nothing (which teaches the style to no word at all)."""
+    n = len(items)
+    head = f"{budget_mod.plural(n, 'image')} {'has' if n == 1 else 'have'} no caption file"
+    words = sorted({item.caption for item in items if item.caption})
+    if not words:
+        return spell(f"{head} and {'trains' if n == 1 else 'train'} with no words at all; write captions in the "
+                     "Dataset tab, or set {dataset.default_caption}.")
+    shown = ", ".join(f'"{w}"' for w in words[:3]) + (" …" if len(words) > 3 else "")
+    return f"{head}; {'it trains' if n == 1 else 'they train'} with {shown} (the default caption, or the folder's name)."
+
+
 def read(cfg: Config, emit: Callable[[ev.Event], None], world_size: int = 1) -> tuple[Config, RunData]:
     """(the config with train.max_steps worked out from train.epochs when set, the run's data)."""
     data = scan(cfg.dataset, verify=True)
     _say_skipped(data, emit, "")
     if data.missing_captions:
-        emit(ev.Warning(
-            f"{data.missing_captions} image{'s have' if data.missing_captions != 1 else ' has'} no caption file; "
-            f"using the default caption {cfg.dataset.default_caption!r}.", code="missing_captions"))
+        emit(ev.Warning(_missing_captions([item for item in data.items if not item.has_caption]), code="missing_captions"))
     reg = scan_regularization(cfg.dataset, verify=True)
     if reg is not None:
         _say_skipped(reg, emit, "the regularisation picture ")

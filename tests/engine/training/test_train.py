@@ -231,7 +231,8 @@ def test_bad_images_are_skipped_with_a_warning(tiny_model_dir, tmp_path):
     warned = {w.code: w for w in sink.of_type(ev.Warning)}
     bad = [w for w in sink.of_type(ev.Warning) if w.code == "bad_image"]
     assert sorted(w.path.rsplit("/", 1)[-1] for w in bad) == ["broken.png", "notes.jpg"]
-    assert "1 image has no caption" in warned["missing_captions"].message
+    assert warned["missing_captions"].message == (
+        '1 image has no caption file; it trains with "tstyle" (the default caption, or the folder\'s name).')
     assert sink.of_type(ev.Started)[0].num_images == 4
 
 
