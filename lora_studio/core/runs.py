@@ -291,8 +291,10 @@ class RunSummary:
 def summarize(run: RunDir) -> RunSummary:
     state = read_state(run, whole=False)
     started_at = state.started_at
-    if started_at is None and run.events.exists():
-        started_at = run.events.stat().st_mtime
+    # Before the engine says it started: when its log was last written, else when Start made the folder.
+    for written in (run.events, run.config):
+        if started_at is None and written.exists():
+            started_at = written.stat().st_mtime
     return RunSummary(run_dir=run.path, started_at=started_at, status=state.status, step=state.step,
                       total_steps=state.total_steps, loss=state.loss, exported=state.export_path,
                       error=state.error.message if state.error else "", checkpoint_steps=tuple(state.checkpoints),

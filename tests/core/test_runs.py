@@ -164,3 +164,9 @@ def test_a_long_runs_summary_reads_only_the_two_ends(tmp_path):
     assert run.events.stat().st_size > 4 * 64 * 1024
     summary = summarize(run)
     assert (summary.started_at, summary.total_steps, summary.step, summary.status) == (5.0, 100_000, 3000, "stopped")
+
+
+def test_a_run_just_started_has_a_start_time_before_the_engine_says_so(tmp_path, cfg):
+    run = RunDir.create(tmp_path / "runs", cfg)  # what Start does; the engine has written nothing yet
+    os.utime(run.config, (1_700_000_000, 1_700_000_000))
+    assert summarize(run).started_at == 1_700_000_000  # the history shows a time, not the folder's name
