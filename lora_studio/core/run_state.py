@@ -175,6 +175,8 @@ class RunState:
             return f"Stopped at step {self.step:,}.{saved} Resume continues from there."
         if self.checkpoints:
             return "Training did not finish. Resume continues from the last checkpoint."
+        if status == "failed" and self.error is not None and self.step == 0:
+            return f"Failed before the first step: {self.error.message}"  # "start again" alone would fail the same way
         return f"Training did not finish. {NO_CHECKPOINT}"
 
     def status_word(self) -> str:

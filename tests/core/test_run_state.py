@@ -112,3 +112,9 @@ def test_a_real_runs_log_folds_to_what_it_did():
     assert [(Path(e.path).name, e.step) for e in state.exported] == [("tstyle.safetensors", 5), ("tstyle.safetensors", 8)]
     assert state.export_path.endswith("tstyle.safetensors") and state.error is None and state.ranking.step == 4
     assert state.outcome_text().startswith("Finished: 8 steps. Saved tstyle.safetensors in /")
+
+
+def test_a_run_that_failed_before_its_first_step_says_why_not_start_again():
+    error = ev.Error("missing_model", "The base model /m/gone.safetensors does not exist.", hint="Set model.base.")
+    state = RunState.replay([ev.Status("Loading"), error, ev.Finished("failed", 0)])
+    assert state.outcome_text() == "Failed before the first step: The base model /m/gone.safetensors does not exist."

@@ -30,6 +30,7 @@ from lora_studio.gui.run.history import RunHistory
 from lora_studio.gui.run.loss_chart import LossChart
 from lora_studio.gui.run.run_model import RunModel
 from lora_studio.gui.run.sample_gallery import SampleGallery
+from lora_studio.gui.settings.places import say
 
 
 class RunPanel(QWidget):
@@ -301,7 +302,7 @@ class RunPanel(QWidget):
             text = "Ready."
         else:
             text = model.notice or state.outcome_text()
-        self.status_label.setText(text)
+        self.status_label.setText(say(text))  # an engine error names settings by key; the app by label
 
     def _show_progress(self) -> None:
         model, state, bar = self.run, self.run.state, self.progress_bar
