@@ -13,7 +13,7 @@ from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QSplitter, QVBoxLayout, QWidget
 
 from lora_studio.core.errors import Problem
-from lora_studio.gui.settings.places import say_problem
+from lora_studio.gui.run.start_check import first_problem
 
 
 class WelcomePage(QWidget):
@@ -128,10 +128,8 @@ class TrainPage(QWidget):
         """One line above the run panel: what to fix before Start, or what Start will do (and, when the memory
         estimate says it will not fit, that too: the artist should not learn it from a failed run)."""
         if problems:
-            first = problems[0]
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             # Named as the Settings tab labels it: “Smallest bucket side” (Advanced settings) is ...
-            self.ready_label.setText(f"<b>Before training:</b> {html.escape(say_problem(first))}{more} "
+            self.ready_label.setText(f"<b>Before training:</b> {html.escape(first_problem(problems))} "
                                      f"<a href='settings'>Open Settings</a>")
             self.ready_label.setProperty("state", "blocked")
         elif memory_warning:

@@ -10,13 +10,19 @@ from lora_studio.core.errors import Problem, UserError
 from lora_studio.gui.settings.places import say_problem
 
 
+def first_problem(problems: list[Problem]) -> str:
+    """The first of the settings' problems as a sentence, and how many more there are: the ready line's
+    words and Start's refusal are the same."""
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return say_problem(problems[0]) + more
+
+
 def refusal(problems: list[Problem], trainable_images: list[Any] | None) -> UserError | None:
     """Why Start must not make a run (None when it may). `problems` are the settings' (the store's: config
     validation and the model files' headers); `trainable_images` the grid's included, openable images, or
     None while the dataset is still being read (the engine then checks it)."""
     if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        return UserError(f"Not started: {say_problem(problems[0])}{more}",
+        return UserError(f"Not started: {first_problem(problems)}",
                          hint="Fix it in the Settings tab, then press Start again.", code="not_ready")
     if trainable_images is not None and not trainable_images:
         return UserError("Not started: no image in the dataset can train (each one is left out or cannot be opened).",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QLabel
 
+from lora_studio.core.budget import plural
 from lora_studio.core.prediction import note_for
 from lora_studio.gui.settings.places import say
 from lora_studio.gui.store import ConfigStore
@@ -47,7 +48,6 @@ class ModelNote(QLabel):
         elif self._found is None:
             self.setText("Looking for models on this computer…")
         elif self._found:
-            n = self._found
-            self.setText(f"Found {n} model{'s' if n != 1 else ''} from your other Stable Diffusion apps.")
+            self.setText(f"Found {plural(self._found, 'model')} from your other Stable Diffusion apps.")
         else:
             self.setText("No models found in the usual places. Choose a .safetensors file or a diffusers folder.")
