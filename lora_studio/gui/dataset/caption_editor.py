@@ -25,7 +25,7 @@ from lora_studio.core.dataset import find_mask
 from lora_studio.core.images import ImageError, load_mask
 from lora_studio.core.tokens import MAX_CAPTION_TOKENS, count_tokens
 from lora_studio.gui.dataset.model import with_changes
-from lora_studio.gui.dataset.rows import unusable_reason
+from lora_studio.gui.dataset.rows import cannot_train, unusable_reason
 from lora_studio.gui.images import decode_image
 from lora_studio.gui.store import ConfigStore
 from lora_studio.gui.tasks import run_in_background
@@ -186,7 +186,7 @@ class CaptionEditor(QWidget):
         folder = str(Path(item.rel).parent)
         where = "" if folder == "." else f" · in {folder}"
         if reason := unusable_reason(item):
-            self.details.setText(f"This file {reason}, so it cannot train{where}.")
+            self.details.setText(f"{cannot_train(reason)}{where}.")
         else:
             self.details.setText(f"{item.width}×{item.height} px · {item.repeats}× per epoch{where}")
         self._set_text(item.caption if item.has_caption else "")

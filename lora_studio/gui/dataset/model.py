@@ -22,7 +22,7 @@ from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
 
 from lora_studio.core.dataset import is_excluded
 from lora_studio.core.images import ImageError
-from lora_studio.gui.dataset.rows import unusable_reason
+from lora_studio.gui.dataset.rows import cannot_train, unusable_reason
 from lora_studio.gui.images import decode_image, next_priority, thumb_key
 from lora_studio.gui.tasks import cancel_pending, run_in_background, wait_for_background
 
@@ -144,7 +144,7 @@ class DatasetModel(QAbstractListModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             reason = self.unusable(index.row())
             if reason:
-                return f"This file {reason}, so it cannot train: fix it, or exclude it."
+                return f"{cannot_train(reason)}: fix it, or exclude it."
             return it.caption if it.has_caption else "No caption yet — select the image and write one."
         if role == self.UnusableRole:
             return self.unusable(index.row())

@@ -35,6 +35,11 @@ def unusable_reason(row: Any) -> str:
     return getattr(row, "reason", "") or ""
 
 
+def cannot_train(reason: str) -> str:
+    """The sentence that says why a row cannot train (its tooltip, the caption editor), without its end."""
+    return f"This file {reason}, so it cannot train"
+
+
 def _scan_order(rel: str) -> tuple:
     # core/dataset's order: names compared case-insensitively, a folder's files before its subfolders.
     parts = PurePosixPath(rel).parts
