@@ -27,14 +27,14 @@ Four stages, each resumable from `--work` (run the command again after an interr
    (Hang et al. 2023, for faster convergence) and an EMA of the weights, which is what is saved; every
    `--check-every` steps a quick prompt check of 16 prompts is logged.
 
-The shipped model (resources/models/world, its training.json) is this recipe with `--vae-from
-resources/models/world --unet-steps 4500 --check-every 750 --threads 1` (2026-12-02, ~87 min on the shared
-2-core CPU): over 50 prompts it draws the named background in 82 % and every named colour right in 12 %
-(the first model, whose text encoder learnt jointly: 26 % and 0 %). The 16-prompt checks along the way
-read follows/background 6/19 % at step 750, 6/25 % at 1500, 25/44 % at 2250, 19/44 % at 3000, 19/88 % at
-3750 and 6/75 % at 4500: the shape colours are what a longer run (a GPU: `--unet-steps 20000
---batch-size 256 --threads 16`) has to improve. On it the demo's LoRA needs lr 8e-3 and the style
-timestep sampler (core/demo.py) to draw plain outlines in 200 steps.
+The shipped model (resources/models/world, its training.json) is this recipe in two runs on the 2-core CPU
+(2026-12-02): `--vae-from resources/models/world --unet-steps 4500 --check-every 750 --threads 1` (~87 min,
+the machine shared), then `--from resources/models/world --unet-steps 4000 --lr 6e-4 --check-every 1000
+--threads 2` (68 min, 0.95 s/step at batch 64; final loss ~0.010). Over 50 prompts, sampled with DPM++ 2M as
+the app samples, it draws the named background in 100 % and every named colour right in 86 % (after the
+first run: 90 % and 64 %). The 16-prompt checks of the second run read follows/background 62/100 % at step
+1000, 75/94 % at 2000 and 75/100 % at 3000. On it the demo's LoRA needs lr 8e-3 and the style timestep
+sampler (core/demo.py) to draw plain outlines in 200 steps.
 
 The result is written as a diffusers folder in fp16 (`StableDiffusionPipeline.from_pretrained(out,
 local_files_only=True)` loads it) and, last, checked: `--check N` prompts drawn from the world, with the
