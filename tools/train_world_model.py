@@ -92,6 +92,16 @@ def load_vae(folder: Path):
     return AutoencoderKL.from_pretrained(str(folder), subfolder="vae", torch_dtype=torch.float32)
 
 
+def load_world_model(folder: Path):
+    """An existing world model's VAE, text encoder and UNet weights (fp32), for `--from`."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    te = CLIPTextModel.from_pretrained(str(folder), subfolder="text_encoder", torch_dtype=torch.float32)
+    unet = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet", torch_dtype=torch.float32)
+    return load_vae(folder), te, unet.state_dict()
+
+
 def build_unet():
     from diffusers import UNet2DConditionModel
 
@@ -382,7 +392,9 @@ def check_prompts(pipe, n: int, seed: int, steps: int = 25, guidance: float = 5.
     # (engine/training/sampling.py), and the UIs' default. The first records used the folder's PNDM, which
     # draws this small model's pictures far worse: the 4,500-step model followed 22 % of these 50 prompts
     # with PNDM and 64 % with DPM++ 2M, same seeds and guidance.
-    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    pipe = type(pipe)(**{**pipe.components, "scheduler": DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)},
+                      requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
     rng = random.Random(seed + 99)
     scenes = [world.random_scene(rng) for _ in range(n)]
     ok, background_ok = 0, 0
@@ -420,36 +432,34 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    init = None
+    lineage = None
     if args.from_:
-        from diffusers import UNet2DConditionModel
-        from transformers import CLIPTextModel
-
-        args.vae_from = args.from_
-        init = UNet2DConditionModel.from_pretrained(str(args.from_), subfolder="unet",
-                                                    torch_dtype=torch.float32).state_dict()
-    vae = load_vae(args.vae_from) if args.vae_from else train_vae(args.work, args.vae_steps, args.seed)
+        vae, te, init = load_world_model(args.from_)
+        # Read now: with the default --out, saving below writes into this same folder.
+        record = args.from_ / "training.json"
+        lineage = json.loads(record.read_text()) if record.exists() else None
+    else:
+        vae = load_vae(args.vae_from) if args.vae_from else train_vae(args.work, args.vae_steps, args.seed)
+        te, init = None, None
     data = encode_world(args.work, vae, args.scenes, args.seed)
     if args.from_:  # the UNet learnt on latents at the folder's scale: keep it exactly
         data["scaling_factor"] = float(vae.config.scaling_factor)
     log(f"latent scaling factor {data['scaling_factor']:.4f}")
-    if args.from_:
-        te = CLIPTextModel.from_pretrained(str(args.from_), subfolder="text_encoder", torch_dtype=torch.float32)
-    else:
+    if te is None:
         te = pretrain_text_encoder(args.work, args.text_steps, args.seed)
     checks: dict = {}
     unet = train_unet(args.work, data, te, vae, args.unet_steps, args.batch_size, args.seed, args.lr,
                       args.check_every, init, checks)
     pipe = pipeline(unet, te, vae, data["scaling_factor"])
     save(pipe, args.out)
-    report = {"vae_steps": args.vae_steps, "vae_from": str(args.vae_from) if args.vae_from else None,
+    report = {"vae_steps": args.vae_steps, "vae_from": str(vae_source) if (vae_source := args.from_ or args.vae_from) else None,
               "from": str(args.from_) if args.from_ else None,
               "text_steps": args.text_steps, "unet_steps": args.unet_steps, "batch_size": args.batch_size,
               "scenes": args.scenes, "seed": args.seed, "resolution": SIZE,
               "this_run_seconds": round(time.time() - started), "torch_threads": torch.get_num_threads(),
               "lr": args.lr, "quick_checks": checks}
-    if args.from_ and (args.from_ / "training.json").exists():  # the lineage: what this run went on from
-        report["continued_from"] = json.loads((args.from_ / "training.json").read_text())
+    if lineage is not None:  # what this run went on from
+        report["continued_from"] = lineage
     if args.check:
         report["prompt_check"] = check_prompts(pipe, args.check, args.seed)
         log(f"prompt check: {report['prompt_check']}")
