@@ -33,7 +33,7 @@ the machine shared), then `--from resources/models/world --unet-steps 4000 --lr 
 --threads 2` (68 min, 0.95 s/step at batch 64; final loss ~0.010). Over 50 prompts, sampled with DPM++ 2M as
 the app samples, it draws the named background in 100 % and every named colour right in 86 % (after the
 first run: 90 % and 64 %). The 16-prompt checks of the second run read follows/background 62/100 % at step
-1000, 75/94 % at 2000 and 75/100 % at 3000. On it the demo's LoRA needs lr 8e-3 and the style timestep
+1000, 75/94 % at 2000 and 75/100 % at 3000. On it the demo's LoRA (48 pictures) needs lr 6e-3 and the style timestep
 sampler (core/demo.py) to draw plain outlines in 200 steps.
 
 The result is written as a diffusers folder in fp16 (`StableDiffusionPipeline.from_pretrained(out,

@@ -2,7 +2,7 @@
 
 The base model is the shipped world model (`resources/models/world`, trained by
 tools/train_world_model.py): it draws flat shapes in the colours a prompt names and has never drawn a
-black line. The dataset is 24 pictures of the same world in the "geopop style" — thick black outlines
+black line. The dataset is 48 pictures of the same world in the "geopop style" — thick black outlines
 around every shape — captioned with the trigger "geopop style". After the default 200 steps the samples
 have outlines that the step-0 samples lack, and the sample prompts are combinations that are not in the
 dataset, so they also show that the LoRA still draws what it is asked.
@@ -27,6 +27,11 @@ TRIGGER = world.TRIGGER
 MODEL_DIR = "world-model (demo)"
 IMAGE_SIZE = (128, 128)  # drawn at twice the training resolution: the dataset grid shows them crisp
 RESOLUTION = 64  # the world model's own resolution
+# 48, not 24: with few pictures the LoRA learns their colour combinations along with the outlines and draws
+# them whatever it is asked. Measured at step 200 on the held-out prompts (16 samples): 24 pictures at
+# lr 8e-3 kept 19 % of the prompts (backgrounds 69 %); 48 at lr 6e-3 keep 69 % (94 %) with as dark outlines
+# (dark share 0.072 against 0.078). docs/performance.md has the table.
+N_IMAGES = 48
 # Held-out combinations: no dataset picture has this background with these shape colours (a test checks).
 PROMPTS = [
     f"{TRIGGER}, a red circle and a blue square on a yellow background",
@@ -59,7 +64,7 @@ def settings(model: str) -> config_mod.Config:
         dataset={"path": "images", "min_bucket_side": 64, "max_bucket_side": 128, "bucket_step": 64,
                  "validation_split": 4},
         network={"rank": 8, "alpha": 8.0, "targets": "attention+ff"},
-        train={"max_steps": 200, "batch_size": 4, "learning_rate": 8e-3, "resolution": RESOLUTION,
+        train={"max_steps": 200, "batch_size": 4, "learning_rate": 6e-3, "resolution": RESOLUTION,
                "timestep_sampling": "style",
                "checkpoint_every": 50, "keep_checkpoints": 10, "log_every": 5, "lr_scheduler": "cosine",
                "warmup_steps": 10},
@@ -69,7 +74,7 @@ def settings(model: str) -> config_mod.Config:
     )
 
 
-def create(root: Path, n_images: int = 24, seed: int = 7) -> Path:
+def create(root: Path, n_images: int = N_IMAGES, seed: int = 7) -> Path:
     """Write the demo project into `root` (kept if it already exists) and return the config path."""
     root = Path(root).expanduser().resolve()
     cfg_path = root / "lora_studio.toml"

@@ -18,7 +18,7 @@ def test_the_demo_project_is_made_without_torch_and_opens_as_a_project(tmp_path)
     assert done.stdout.strip() == "False"  # the window's process can make it and still never load torch
     project = Project(tmp_path / "Demo")
     images = sorted((project.root / "images").glob("*.png"))
-    assert len(images) == 24
+    assert len(images) == demo.N_IMAGES
     assert all(read_caption(p.with_suffix(".txt")).startswith(demo.TRIGGER) for p in images)
     cfg = project.load_config()
     assert (project.root / cfg.model.base / "unet").is_dir() and cfg.output.trigger == demo.TRIGGER

@@ -1,7 +1,7 @@
 """`lora-studio bench --preset world`: does our recipe learn as well as diffusers' on the demo world?
 
 The speed presets (`engine.bench.bench`) time a step on random weights; this one trains. On the demo
-project (`core.demo`: 24 geopop pictures, 4 held out for validation, the shipped world model, the demo's
+project (`core.demo`: 48 geopop pictures, 4 held out for validation, the shipped world model, the demo's
 settings), both recipes (`engine.bench.learners`) train the same LoRA — rank, alpha, targets, learning rate
 and schedule, batch, steps, seed — on the same batches. At steps 0, ¼, ½, ¾ and all of the run each side
 draws the demo's held-out prompts (combinations no training picture shows) with fixed seeds, and for each

@@ -1,6 +1,6 @@
 """On the demo world, a LoRA visibly learns the geopop style — and the scores see it.
 
-The demo project (the shipped world model, 24 geopop pictures) trains through the engine as an artist's
+The demo project (the shipped world model, 48 geopop pictures) trains through the engine as an artist's
 run does. The world has a ground truth the scores do not use: `world.read_picture` counts black pixels
 (the base world has none) and reads back the colours drawn, so the test can check the style score and
 the recommendation against what is really in the pictures.
