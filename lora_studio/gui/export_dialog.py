@@ -253,6 +253,9 @@ class ExportDialog(QDialog):
             self.preview_label.setPixmap(pixmap)
             self.preview_label.setToolTip(str(preview))
             self.preview_label.show()
+        # Grow to fit the result and the preview: a dialog that keeps its size squeezes the rows above, and
+        # the word-wrapped recommendation loses its second line first.
+        self.adjustSize()
 
     # --- helpers ------------------------------------------------------------------------------------
 

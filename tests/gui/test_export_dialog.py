@@ -75,6 +75,16 @@ def test_a_verified_export_shows_the_check_and_the_preview(qtbot, finished_run, 
     assert dialog.exists_label.isVisible()  # exporting again would replace the file: say so
 
 
+def test_the_recommendation_stays_whole_when_the_result_and_preview_appear(qtbot, finished_run, lora_dir):
+    write_ranking(finished_run, 20)
+    dialog = _dialog(qtbot, finished_run, lora_dir)
+    with qtbot.waitSignal(dialog.exported, timeout=15_000):
+        qtbot.mouseClick(dialog.export_button, Qt.MouseButton.LeftButton)
+    label = dialog.recommendation_label  # the dialog grows for the preview instead of squeezing the sentence
+    qtbot.waitUntil(lambda: dialog.preview_label.isVisible())
+    assert label.height() >= label.heightForWidth(label.width()) > label.fontMetrics().height()
+
+
 def test_verification_problems_are_listed(qtbot, finished_run, lora_dir):
     dialog = _dialog(qtbot, finished_run, lora_dir, "--problems")
     dialog.checkpoint_combo.setCurrentIndex(1)
