@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("device", help="the GPU training would use, and its memory")
     v.add_argument("--json", action="store_true", help="print it as JSON (what the app reads)")
 
-    d = sub.add_parser("demo", help="create a demo project (48 geopop-style pictures and the built-in world model) and open it")
+    d = sub.add_parser("demo", help="create a demo project (geopop-style pictures and the built-in world model) and open it")
     d.add_argument("dir", type=Path, nargs="?", default=None, help="where to create it (default: in your documents)")
     d.add_argument("--no-gui", action="store_true", help="only create the project")
 

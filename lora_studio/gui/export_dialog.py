@@ -235,6 +235,9 @@ class ExportDialog(QDialog):
             if error.hint:
                 text += f"<br>{_html(error.hint).replace(chr(10), '<br>')}"
             self.result_label.setText(text)
+        # Grow to fit the result, the preview or the error: a dialog that keeps its size squeezes the rows
+        # above, and the word-wrapped recommendation loses its second line first.
+        self.adjustSize()
 
     def _show_result(self, result: ev.Exported, verified_known: bool) -> None:
         name = _html(Path(result.path).name)
@@ -253,9 +256,6 @@ class ExportDialog(QDialog):
             self.preview_label.setPixmap(pixmap)
             self.preview_label.setToolTip(str(preview))
             self.preview_label.show()
-        # Grow to fit the result and the preview: a dialog that keeps its size squeezes the rows above, and
-        # the word-wrapped recommendation loses its second line first.
-        self.adjustSize()
 
     # --- helpers ------------------------------------------------------------------------------------
 
